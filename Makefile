@@ -1,0 +1,42 @@
+# Every target installs what it needs into .venv on first use (and again when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# The Dagster instance of `make demo`/`make dev`: SQLite under .dagster_home, configured by ./dagster.yaml.
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: demo dev sandbox test bench lint clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml  ## the main job, offline, on the local sandbox
+	$(BIN)/python -m mixpanel_assets.demo
+
+dev: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml  ## the local sandbox plus the Dagster UI
+	$(BIN)/python -m mixpanel_assets.sandbox --dagster-dev
+
+sandbox: $(INSTALLED)  ## the local sandbox alone, in the foreground
+	$(BIN)/python -m mixpanel_assets.sandbox
+
+test: $(INSTALLED)  ## the whole test suite (what CI runs)
+	$(BIN)/ruff check mixpanel_assets tests bench
+	$(BIN)/python -m pytest
+
+bench: $(INSTALLED)  ## the benchmarks, printing their figures
+	$(BIN)/python -m bench.run
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check mixpanel_assets tests bench
+	$(BIN)/ruff format --check mixpanel_assets tests bench
+
+clean:
+	rm -rf data .dagster_home

@@ -1,0 +1,1 @@
+"""Mixpanel raw events into Adobe Experience Platform as XDM ExperienceEvents, as Dagster assets."""

@@ -1,0 +1,1 @@
+"""Where events go to AEP: the IMS and Batch Ingestion client, its resource, the batches asset."""

@@ -1,0 +1,159 @@
+"""Load one day's XDM records into AEP as one batch that replaces the day's earlier batches.
+
+The records are cut into JSON-lines files under the configured size one at a time (only one
+file is on disk at once), uploaded, and the batch completed and watched until AEP has processed
+it. Any failure after the batch exists aborts it, so no batch is left ``loading``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixpanel_assets.aep.client import SUCCEEDED, AEPClient, AEPError
+
+logger = logging.getLogger(__name__)
+
+# AEP limits: 256 MB per small-file upload, 1500 files per batch.
+MAX_SMALL_FILE_BYTES = 256 * 1024 * 1024
+MAX_FILES_PER_BATCH = 1500
+
+
+@dataclass(frozen=True)
+class DayBatchRequest:
+    dataset_id: str
+    external_id: str
+    tags: dict[str, list[str]]
+    predecessors: list[str]
+    max_file_bytes: int
+    partial_ingestion_percent: float
+    timeout_seconds: float
+    poll_seconds: float
+
+
+@dataclass
+class DayBatchResult:
+    batch_id: str
+    status: str
+    uploaded_records: int
+    files: int
+    bytes: int
+    record_count: int
+    failed_record_count: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_day(
+    client: AEPClient, records_path: Path, request: DayBatchRequest, work_dir: Path
+) -> DayBatchResult:
+    if not 0 < request.max_file_bytes <= MAX_SMALL_FILE_BYTES:
+        raise ValueError(
+            f"AEP_UPLOAD_FILE_MAX_BYTES={request.max_file_bytes} must be between 1 and "
+            f"{MAX_SMALL_FILE_BYTES} (AEP's small-file limit)."
+        )
+    batch_id = client.create_batch(
+        dataset_id=request.dataset_id,
+        external_id=request.external_id,
+        predecessors=request.predecessors,
+        tags=request.tags,
+        partial_ingestion_percent=request.partial_ingestion_percent,
+    )
+    try:
+        records = files = total_bytes = 0
+        for part_path, part_records in _parts(records_path, work_dir, request.max_file_bytes):
+            files += 1
+            if files > MAX_FILES_PER_BATCH:
+                raise AEPError(
+                    f"the day needs more than {MAX_FILES_PER_BATCH} files, AEP's limit per batch: "
+                    "raise AEP_UPLOAD_FILE_MAX_BYTES (up to 256 MB)."
+                )
+            total_bytes += part_path.stat().st_size
+            client.upload_file(batch_id, request.dataset_id, part_path.name, part_path)
+            part_path.unlink()
+            records += part_records
+        client.complete_batch(batch_id)
+        batch = client.wait_for_batch(
+            batch_id, timeout_seconds=request.timeout_seconds, poll_seconds=request.poll_seconds
+        )
+    except BaseException:
+        _abort_quietly(client, batch_id)
+        raise
+    return DayBatchResult(
+        batch_id=batch_id,
+        status=batch.get("status", "unknown"),
+        uploaded_records=records,
+        files=files,
+        bytes=total_bytes,
+        record_count=int(_metric(batch, "recordCount", "outputRecordCount")),
+        failed_record_count=int(_metric(batch, "failedRecordCount", "failedRecordCount")),
+        errors=list(batch.get("errors") or []),
+    )
+
+
+def live_batches(client: AEPClient, batch_ids: list[str]) -> list[str]:
+    """Those of ``batch_ids`` AEP still serves (successful and not yet replaced)."""
+    return [
+        batch_id for batch_id in batch_ids if client.get_batch(batch_id).get("status") in SUCCEEDED
+    ]
+
+
+def describe_failure(result: DayBatchResult) -> str:
+    details = "; ".join(
+        f"{error.get('code', '?')}: {error.get('description') or error.get('message', '')}"
+        for error in result.errors
+    )
+    return (
+        f"AEP batch {result.batch_id} ended {result.status!r}: {result.failed_record_count} of "
+        f"{result.uploaded_records} records failed. {details or 'AEP gave no error details.'}"
+    )
+
+
+def batch_failed(result: DayBatchResult) -> bool:
+    return result.status not in SUCCEEDED
+
+
+def _parts(records_path: Path, work_dir: Path, max_bytes: int) -> Iterator[tuple[Path, int]]:
+    """JSON-lines files of at most ``max_bytes`` each, written one at a time."""
+    index = 0
+    part_path, part, size, count = None, None, 0, 0
+    with gzip.open(records_path, "rb") as records:
+        for line in records:
+            if len(line) > max_bytes:
+                raise AEPError(
+                    f"one record is {len(line)} bytes, over AEP_UPLOAD_FILE_MAX_BYTES={max_bytes}."
+                )
+            if part is not None and size + len(line) > max_bytes:
+                part.close()
+                yield part_path, count
+                part = None
+            if part is None:
+                part_path = work_dir / f"part-{index:05d}.json"
+                part, size, count = part_path.open("wb"), 0, 0
+                index += 1
+            part.write(line)
+            size += len(line)
+            count += 1
+    if part is not None:
+        part.close()
+        yield part_path, count
+
+
+def _metric(batch: dict[str, Any], top_level: str, in_metrics: str) -> int:
+    value = batch.get(top_level)
+    if value is None:
+        value = (batch.get("metrics") or {}).get(in_metrics, 0)
+    return int(value or 0)
+
+
+def _abort_quietly(client: AEPClient, batch_id: str) -> None:
+    """Best effort: an abort that fails must not hide the error that caused it."""
+    try:
+        client.abort_batch(batch_id)
+    except AEPError as problem:
+        logger.warning(
+            "could not abort batch %s (AEP will mark it abandoned): %s", batch_id, problem
+        )

@@ -1,0 +1,1 @@
+"""Where Mixpanel data comes in: the Raw Event Export client, its resource and the raw asset."""

@@ -1,0 +1,132 @@
+"""``mixpanel_raw_events``: one closed project day of the Raw Event Export, byte-faithful."""
+
+from datetime import UTC, date, datetime
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Backoff,
+    Failure,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    TimeWindowPartitionsDefinition,
+    asset,
+)
+
+from mixpanel_assets.mixpanel.event_time import epoch_seconds
+from mixpanel_assets.mixpanel.export_client import (
+    ExportQuery,
+    ExportSummary,
+    MixpanelExportError,
+)
+from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.settings import ConfigError
+from mixpanel_assets.storage import PartitionFiles
+
+RAW_EVENTS = "mixpanel_raw_events"
+MIXPANEL_POOL = "mixpanel_export"
+TOP_EVENTS_SHOWN = 10
+# Metadata key of the largest mp_processing_time_ms in the day: the late-events sensor's mark.
+WATERMARK = "watermark_processing_time_ms"
+
+
+def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) -> AssetsDefinition:
+    @asset(
+        name=RAW_EVENTS,
+        partitions_def=partitions_def,
+        pool=MIXPANEL_POOL,
+        kinds={"mixpanel"},
+        group_name="mixpanel_to_aep",
+        # Transient trouble (a Mixpanel outage outlasting the client's own retries) gets
+        # another go later; configuration errors fail at once (Failure(allow_retries=False)).
+        retry_policy=RetryPolicy(
+            max_retries=2, delay=60, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+        ),
+    )
+    def mixpanel_raw_events(
+        context: AssetExecutionContext, mixpanel: MixpanelResource, partition_files: PartitionFiles
+    ) -> MaterializeResult:
+        """The day's Raw Event Export as received (gzip JSON lines) and a manifest.
+
+        A day is exported only once it has closed in the project's timezone, and is published
+        only when complete; a re-run replaces it whole.
+        """
+        window = context.partition_time_window
+        if window.end > datetime.now(UTC):
+            raise Failure(
+                f"{context.partition_key} has not closed yet in {partitions_def.timezone}; "
+                "Mixpanel would return a partial day. Run it after midnight.",
+                allow_retries=False,
+            )
+        day = date.fromisoformat(context.partition_key)
+        query = ExportQuery(from_date=day, to_date=day)
+        try:
+            client = mixpanel.get_client()
+        except ConfigError as problem:
+            raise Failure(str(problem), allow_retries=False) from None
+        folder = partition_files.folder(RAW_EVENTS, context.partition_key)
+        with folder.staging() as staging:
+            try:
+                summary = client.export_to_file(query, staging / "events.jsonl.gz")
+            except MixpanelExportError as problem:
+                raise Failure(str(problem)) from None
+            request = {**query.params(client.project_id), "url": client.export_url}
+            manifest = folder.publish(
+                {"events": staging / "events.jsonl.gz"}, _manifest(summary, request)
+            )
+        context.log.info(
+            f"exported {summary.line_count} events ({summary.byte_count} bytes) for {day} "
+            f"in {summary.attempts} attempt(s)"
+        )
+        return MaterializeResult(metadata=_metadata(summary, manifest, folder.file("events")))
+
+    return mixpanel_raw_events
+
+
+def _manifest(summary: ExportSummary, request: dict[str, str]) -> dict[str, object]:
+    return {
+        "line_count": summary.line_count,
+        "byte_count": summary.byte_count,
+        "sha256": summary.sha256,
+        "min_time": summary.min_time,
+        "max_time": summary.max_time,
+        "max_processing_time_ms": summary.max_processing_time_ms,
+        "unparseable_lines": summary.unparseable_lines,
+        "attempts": summary.attempts,
+        "request": request,
+        "exported_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _metadata(summary: ExportSummary, manifest: dict[str, object], path: object) -> dict:
+    top_events = summary.event_counts.most_common(TOP_EVENTS_SHOWN)
+    return {
+        "dagster/row_count": summary.line_count,
+        "dagster/uri": MetadataValue.path(str(path)),
+        "byte_count": summary.byte_count,
+        "sha256": summary.sha256,
+        "min_event_time": _time_text(summary.min_time),
+        "max_event_time": _time_text(summary.max_time),
+        WATERMARK: summary.max_processing_time_ms or 0,
+        "unparseable_lines": summary.unparseable_lines,
+        "export_attempts": summary.attempts,
+        "request": MetadataValue.json(manifest["request"]),
+        "top_events": MetadataValue.table(
+            records=[TableRecord({"event": name, "count": count}) for name, count in top_events],
+            schema=TableSchema(
+                columns=[TableColumn("event", "string"), TableColumn("count", "int")]
+            ),
+        ),
+    }
+
+
+def _time_text(raw_time: float | None) -> str:
+    """Event times as exported (before any legacy-timezone correction), shown as UTC."""
+    if raw_time is None:
+        return "none"
+    return datetime.fromtimestamp(epoch_seconds(raw_time), UTC).isoformat()

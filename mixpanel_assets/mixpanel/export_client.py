@@ -1,0 +1,356 @@
+"""Client of Mixpanel's Raw Event Export API (``GET /api/2.0/export``).
+
+Knows nothing of Dagster. The body streams straight to disk: when Mixpanel gzips it we keep the
+gzip bytes exactly as received (byte-faithful and no re-compression), otherwise we compress it
+ourselves; in both cases the decompressed stream is split on ``b"\\n"`` only (never
+``splitlines``, which also breaks on U+2028 inside JSON strings) to count and summarise lines.
+A ``terminated early`` trailer, a truncated last line, a broken gzip stream or a reset
+connection mean the export is incomplete: the whole request is retried into a fresh file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import requests
+import urllib3
+
+REGION_EXPORT_URLS = {
+    "US": "https://data.mixpanel.com/api/2.0/export",
+    "EU": "https://data-eu.mixpanel.com/api/2.0/export",
+    "IN": "https://data-in.mixpanel.com/api/2.0/export",
+}
+_TRUNCATION_MARKERS = (b"terminated early", b"export terminated early")
+_READ_SIZE = 256 * 1024
+
+
+class MixpanelExportError(RuntimeError):
+    """The export failed for a reason a retry will not fix; the message says what to do."""
+
+
+class IncompleteExportError(RuntimeError):
+    """The response ended before the export was complete; retrying the request may succeed."""
+
+
+@dataclass(frozen=True)
+class ExportQuery:
+    """One export request: an inclusive range of project days and optional filters."""
+
+    from_date: date
+    to_date: date
+    events: tuple[str, ...] = ()
+    where: str | None = None
+    limit: int | None = None
+
+    def params(self, project_id: str) -> dict[str, str]:
+        params = {
+            "project_id": project_id,
+            "from_date": self.from_date.isoformat(),
+            "to_date": self.to_date.isoformat(),
+        }
+        if self.events:
+            params["event"] = orjson.dumps(list(self.events)).decode()
+        if self.where:
+            params["where"] = self.where
+        if self.limit is not None:
+            params["limit"] = str(self.limit)
+        return params
+
+
+@dataclass
+class ExportSummary:
+    """What one complete export held: counts, checksum, time range and the late-data watermark."""
+
+    line_count: int = 0
+    byte_count: int = 0
+    sha256: str = ""
+    min_time: float | None = None
+    max_time: float | None = None
+    max_processing_time_ms: int | None = None
+    unparseable_lines: int = 0
+    event_counts: Counter[str] = field(default_factory=Counter)
+    attempts: int = 1
+
+    def observe(self, line: bytes) -> None:
+        self.line_count += 1
+        try:
+            event = orjson.loads(line)
+            name, properties = event["event"], event["properties"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            name, properties = None, None
+        if not isinstance(properties, dict):
+            self.unparseable_lines += 1
+            return
+        self.event_counts[str(name)] += 1
+        raw_time = properties.get("time")
+        if isinstance(raw_time, int | float) and not isinstance(raw_time, bool):
+            self.min_time = raw_time if self.min_time is None else min(self.min_time, raw_time)
+            self.max_time = raw_time if self.max_time is None else max(self.max_time, raw_time)
+        processed = properties.get("mp_processing_time_ms")
+        if isinstance(processed, int) and not isinstance(processed, bool):
+            current = self.max_processing_time_ms
+            self.max_processing_time_ms = processed if current is None else max(current, processed)
+
+
+class _LineScanner:
+    """Splits a decompressed byte stream into lines on ``b"\\n"`` and summarises them."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        self._pending = b""
+        self._digest = hashlib.sha256()
+        self._on_line = on_line
+        self.byte_count = 0
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self._digest.update(data)
+        self.byte_count += len(data)
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._emit(line)
+
+    def finish(self) -> str:
+        """Flush the last line; raise if the stream was cut inside a record."""
+        if self._pending:
+            try:
+                orjson.loads(self._pending)
+            except orjson.JSONDecodeError:
+                raise IncompleteExportError(
+                    f"the export ended inside a record ({self._pending[:80]!r}...)"
+                ) from None
+            self._emit(self._pending)
+            self._pending = b""
+        return self._digest.hexdigest()
+
+    def _emit(self, line: bytes) -> None:
+        if line.strip() in _TRUNCATION_MARKERS:
+            raise IncompleteExportError("Mixpanel ended the export with 'terminated early'")
+        if line:
+            self._on_line(line)
+
+
+class _GzipStreamReader:
+    """Decompresses gzip members one after another, noticing a stream cut short."""
+
+    def __init__(self) -> None:
+        self._decompressor = zlib.decompressobj(wbits=31)
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._decompressor.decompress(data))
+            data = self._decompressor.unused_data
+            if data:
+                self._decompressor = zlib.decompressobj(wbits=31)
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        tail = self._decompressor.flush()
+        if not self._decompressor.eof:
+            raise IncompleteExportError("the gzip stream ended before its end marker")
+        return tail
+
+
+class MixpanelExportClient:
+    """Streams Raw Event Export responses to gzip files, retrying what is worth retrying."""
+
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        username: str,
+        secret: str,
+        export_url: str,
+        timezone: str = "UTC",
+        connect_timeout_seconds: float = 10.0,
+        read_timeout_seconds: float = 600.0,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 2.0,
+        retry_max_seconds: float = 120.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.project_id = project_id
+        self.export_url = export_url
+        self.timezone = timezone
+        self._auth = (username, secret)
+        self._timeout = (connect_timeout_seconds, read_timeout_seconds)
+        self._max_attempts = max_attempts
+        self._retry_base_seconds = retry_base_seconds
+        self._retry_max_seconds = retry_max_seconds
+        self._session = session or requests.Session()
+
+    def export_to_file(self, query: ExportQuery, destination: Path) -> ExportSummary:
+        """Write the complete export of ``query`` to ``destination`` (gzip) and summarise it.
+
+        Each attempt writes ``destination`` from scratch, so a failed attempt leaves nothing
+        behind that could be mistaken for the export; the caller publishes the file atomically.
+        """
+        last_problem = ""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                summary = self._export_once(query, destination)
+            except IncompleteExportError as problem:
+                last_problem = str(problem)
+                retry_after = None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, zlib.error) as problem:
+                last_problem = f"{type(problem).__name__}: {problem}"
+                retry_after = None
+            except _RetryableStatus as status:
+                last_problem = status.message
+                retry_after = status.retry_after
+            else:
+                summary.attempts = attempt
+                return summary
+            if attempt < self._max_attempts:
+                time.sleep(self._backoff_seconds(attempt, retry_after))
+        raise MixpanelExportError(
+            f"Mixpanel export of {query.from_date}..{query.to_date} from {self.export_url} did not "
+            f"complete after {self._max_attempts} attempts; last problem: {last_problem}. "
+            "Nothing was published for these days; re-run them later."
+        )
+
+    def count_events(self, query: ExportQuery) -> int:
+        """Number of lines an export returns (use a small ``limit`` to keep the probe cheap)."""
+        summary = ExportSummary()
+        scanner = _LineScanner(summary.observe)
+        with self._get(query) as response:
+            _consume(response, scanner, file=None)
+        scanner.finish()
+        return summary.line_count
+
+    def _export_once(self, query: ExportQuery, destination: Path) -> ExportSummary:
+        summary = ExportSummary()
+        scanner = _LineScanner(summary.observe)
+        with self._get(query) as response, destination.open("wb") as file:
+            _consume(response, scanner, file)
+        summary.sha256 = scanner.finish()
+        summary.byte_count = scanner.byte_count
+        return summary
+
+    def _get(self, query: ExportQuery) -> requests.Response:
+        try:
+            response = self._session.get(
+                self.export_url,
+                params=query.params(self.project_id),
+                auth=self._auth,
+                headers={"Accept-Encoding": "gzip", "Accept": "text/plain"},
+                stream=True,
+                timeout=self._timeout,
+            )
+        except requests.exceptions.InvalidURL as problem:
+            raise MixpanelExportError(
+                f"MIXPANEL_EXPORT_URL {self.export_url!r} is not a valid URL ({problem})."
+            ) from None
+        if response.status_code != 200:
+            with response:
+                self._raise_for_status(response, query)
+        return response
+
+    def _raise_for_status(self, response: requests.Response, query: ExportQuery) -> None:
+        status = response.status_code
+        message = _error_message(response)
+        if status == 429 or status >= 500:
+            raise _RetryableStatus(
+                f"HTTP {status}: {message}", _retry_after_seconds(response.headers)
+            )
+        lowered = message.lower()
+        if status == 401 or (status == 400 and "authenticate" in lowered):
+            advice = (
+                "Mixpanel rejected the service account credentials: check "
+                "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET, and that "
+                "the service account has not expired."
+            )
+        elif status == 400 and "to_date" in lowered and "today" in lowered:
+            advice = (
+                f"Mixpanel says {query.to_date} has not begun yet in the project's timezone. "
+                f"MIXPANEL_PROJECT_TIMEZONE ({self.timezone}) probably differs from the "
+                "timezone in the Mixpanel project's settings: make them the same."
+            )
+        elif status == 402:
+            advice = (
+                "The Mixpanel plan of this project does not include the Raw Event Export API; "
+                "upgrade the plan or ask Mixpanel support to enable raw export."
+            )
+        elif status == 403:
+            advice = (
+                f"The service account has no access to project {self.project_id}: check "
+                "MIXPANEL_PROJECT_ID and give the service account a role on that project "
+                "(and Classified Data access if the project classifies properties)."
+            )
+        elif status == 404:
+            advice = (
+                f"{self.export_url} does not serve the export API: check that MIXPANEL_REGION "
+                "matches the project's data residency (US, EU or IN), or MIXPANEL_EXPORT_URL."
+            )
+        else:
+            advice = "Mixpanel refused the export request; check the request parameters."
+        raise MixpanelExportError(f"{advice} (HTTP {status}: {message})")
+
+    def _backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
+        exponential = min(self._retry_max_seconds, self._retry_base_seconds * 2 ** (attempt - 1))
+        jittered = exponential * random.uniform(0.5, 1.0)
+        return max(jittered, retry_after or 0.0)
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _is_gzip(response: requests.Response) -> bool:
+    return response.headers.get("Content-Encoding", "").lower() == "gzip"
+
+
+def _consume(response: requests.Response, scanner: _LineScanner, file: BinaryIO | None) -> None:
+    """Feed the decompressed body to ``scanner``; keep it gzip-compressed in ``file`` if given."""
+    gzip_body = _is_gzip(response)
+    reader = _GzipStreamReader() if gzip_body else None
+    sink: BinaryIO | None = file
+    if file is not None and not gzip_body:
+        sink = gzip.GzipFile(fileobj=file, mode="wb", compresslevel=1, mtime=0)
+    try:
+        for chunk in response.raw.stream(_READ_SIZE, decode_content=False):
+            if sink is not None:
+                sink.write(chunk)
+            scanner.feed(reader.feed(chunk) if reader else chunk)
+        if reader:
+            scanner.feed(reader.finish())
+    finally:
+        if sink is not file and sink is not None:
+            sink.close()
+
+
+def _error_message(response: requests.Response) -> str:
+    text = response.text[:500]
+    try:
+        body: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text.strip() or response.reason
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"]
+    return text.strip()
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

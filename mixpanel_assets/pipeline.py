@@ -1,0 +1,70 @@
+"""The daily chain assembled: the three assets, their checks, the job, schedule and sensor."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    Definitions,
+    ScheduleDefinition,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+)
+
+from mixpanel_assets import settings
+from mixpanel_assets.aep.assets import AEP_BATCHES, build_aep_ingested_batches
+from mixpanel_assets.aep.resource import AEPResource
+from mixpanel_assets.mixpanel.assets import RAW_EVENTS, build_mixpanel_raw_events
+from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.mixpanel.sensors import build_late_events_sensor
+from mixpanel_assets.storage import PartitionFiles
+from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_checks, build_xdm_experience_events
+from mixpanel_assets.xdm.resource import XdmMappingResource
+
+DAILY_JOB = "daily_ingestion_job"
+# The schedule fires this long after midnight in the project's timezone, so that events
+# Mixpanel is still processing at midnight land in the day's first export.
+SETTLE_HOURS = 1
+
+
+def build_definitions() -> Definitions:
+    """Everything, built from the environment as it is now."""
+    partitions = DailyPartitionsDefinition(
+        start_date=settings.start_date().isoformat(), timezone=settings.project_timezone()
+    )
+    return Definitions(
+        assets=[
+            build_mixpanel_raw_events(partitions),
+            build_xdm_experience_events(partitions),
+            build_aep_ingested_batches(partitions),
+        ],
+        asset_checks=build_xdm_checks(partitions),
+        schedules=[build_daily_ingestion_schedule()],
+        sensors=[build_late_events_sensor(partitions, DAILY_JOB)],
+        resources={
+            "mixpanel": MixpanelResource.from_env(),
+            "xdm_mapping": XdmMappingResource.from_env(),
+            "aep": AEPResource.from_env(),
+            "partition_files": PartitionFiles(
+                data_dir=settings.env_or_default("MIXPANEL_ASSETS_DATA_DIR", "./data")
+            ),
+        },
+    )
+
+
+def build_daily_ingestion_schedule() -> ScheduleDefinition:
+    """The schedule and, through it, the job that runs the three assets for one day."""
+    job = define_asset_job(
+        name=DAILY_JOB,
+        selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
+        description="Export one Mixpanel day, map it to XDM and load it into AEP.",
+    )
+    return build_schedule_from_partitioned_job(
+        job,
+        name="daily_ingestion_schedule",
+        hour_of_day=SETTLE_HOURS,
+        minute_of_hour=0,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Each day after it closes in the project's timezone, runs the chain for it.",
+    )

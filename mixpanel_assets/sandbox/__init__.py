@@ -1,0 +1,1 @@
+"""The local sandbox: loopback emulators of the Mixpanel export API and of AEP."""

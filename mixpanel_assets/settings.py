@@ -1,0 +1,63 @@
+"""The contract's environment variables, read the way Dagster wants them.
+
+Resources get ``dagster.EnvVar``s, so values resolve at launch and secrets stay hidden in the UI;
+an optional variable that is unset falls back to the contract's default. Only what must exist
+when the code location loads (the partitions' start date and timezone) is read eagerly, and a
+bad value there fails the load with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dagster import EnvVar
+
+
+class ConfigError(ValueError):
+    """A contract variable is missing or malformed; the message names it and the fix."""
+
+
+def env_or_default(name: str, default: str) -> EnvVar | str:
+    """``EnvVar(name)`` when the variable is set, else the contract's default value."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def env_int_or_default(name: str, default: int) -> EnvVar | int:
+    """``EnvVar.int(name)`` when the variable is set, else the contract's default value."""
+    return EnvVar.int(name) if os.environ.get(name) else default
+
+
+def required_value(name: str, what: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set: set it to {what} (see .env.example).")
+    return value
+
+
+def start_date() -> date:
+    """MIXPANEL_START_DATE: the first daily partition."""
+    value = required_value("MIXPANEL_START_DATE", "the first day to export, as YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"MIXPANEL_START_DATE={value!r} is not a date: use YYYY-MM-DD, e.g. 2026-01-01."
+        ) from None
+
+
+def project_timezone() -> str:
+    """MIXPANEL_PROJECT_TIMEZONE: the IANA zone in which Mixpanel reads export dates."""
+    return validate_timezone(os.environ.get("MIXPANEL_PROJECT_TIMEZONE") or "UTC")
+
+
+def validate_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"MIXPANEL_PROJECT_TIMEZONE={name!r} is not an IANA timezone: use the zone of the "
+            "Mixpanel project's settings, e.g. UTC or America/Los_Angeles."
+        ) from None
+    return name

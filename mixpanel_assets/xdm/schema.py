@@ -1,0 +1,203 @@
+"""Adobe's official XDM schemas, converted to the AEP notation a batch carries, as a validator.
+
+The shipped files (``schemas/components``, CC BY 4.0, see ``schemas/README.md``) are in XDM source
+notation: ``xdm:timestamp``, ``@id``, ``schema:latitude``. A record sent to AEP uses ``timestamp``,
+``_id`` and ``_schema.latitude``. Rather than translate every record back, we translate the schemas
+once, following the rules of Adobe's own converter: drop the ``xdm:`` prefix, ``@id`` becomes
+``_id``, any other ``prefix:name`` becomes ``name`` inside an object ``_prefix``, and the JSON-LD
+``@context`` constraint (which only admits prefixed keys) is removed.
+
+The tenant field group (``_<tenant>``) is this project's own; its schema ships beside the official
+ones and is mounted under the configured tenant id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft6Validator, FormatChecker
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT6
+
+CLASS_ID = "https://ns.adobe.com/xdm/context/experienceevent"
+# The standard field groups the mapping fills, besides the class's own identityMap and time-series.
+FIELD_GROUP_IDS = (
+    "https://ns.adobe.com/xdm/context/experienceevent-environment-details",
+    "https://ns.adobe.com/xdm/context/experienceevent-web",
+    "https://ns.adobe.com/xdm/context/experienceevent-application",
+    "https://ns.adobe.com/xdm/context/experienceevent-implementation-details",
+    "https://ns.adobe.com/xdm/context/experienceevent-marketing",
+)
+_CONTEXT_REF = "https://ns.adobe.com/xdm/common/extensible#/definitions/@context"
+_TENANT_FIELD_GROUP = "tenant-fieldgroup.schema.json"
+
+# RFC 3339 section 5.6 date-time, as AEP requires for `timestamp`.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# RFC 3986 URI-reference: only unreserved, reserved and percent-encoded characters.
+_URI_REFERENCE = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
+_TENANT_ID = re.compile(r"^[A-Za-z0-9_]+$")
+
+_format_checker = FormatChecker(formats=())
+
+
+@_format_checker.checks("date-time")
+def _is_rfc3339(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return False
+    return True
+
+
+@_format_checker.checks("uri-reference")
+def _is_uri_reference(value: object) -> bool:
+    return not isinstance(value, str) or bool(_URI_REFERENCE.match(value))
+
+
+@_format_checker.checks("uri")
+def _is_uri(value: object) -> bool:
+    return not isinstance(value, str) or bool(_URI.match(value))
+
+
+def _aep_name(source_name: str) -> tuple[str | None, str]:
+    """``xdm:foo`` -> (None, "foo"); ``@id`` -> (None, "_id"); ``schema:x`` -> ("_schema", "x")."""
+    if source_name.startswith("@"):
+        return None, "_" + source_name[1:]
+    prefix, sep, name = source_name.partition(":")
+    if not sep or "//" in name:
+        return None, source_name
+    if prefix == "xdm":
+        return None, name
+    return "_" + prefix, name
+
+
+def to_aep_notation(node: Any) -> Any:
+    """Convert one schema (or any part of one) from XDM source notation to AEP notation."""
+    if isinstance(node, list):
+        return [to_aep_notation(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):
+            converted[key] = _convert_properties(value)
+        elif key == "required" and isinstance(value, list):
+            converted[key] = [name for prefix, name in map(_aep_name, value) if prefix is None]
+        elif key == "allOf" and isinstance(value, list):
+            converted[key] = [
+                to_aep_notation(part) for part in value if part.get("$ref") != _CONTEXT_REF
+            ]
+        elif key == "@context" or key.startswith("meta:"):
+            continue
+        else:
+            converted[key] = to_aep_notation(value)
+    return converted
+
+
+def _convert_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for source_name, sub_schema in properties.items():
+        prefix, name = _aep_name(source_name)
+        if prefix is None:
+            result[name] = to_aep_notation(sub_schema)
+        else:
+            group = result.setdefault(prefix, {"type": "object", "properties": {}})
+            group["properties"][name] = to_aep_notation(sub_schema)
+    return result
+
+
+def _schema_files() -> Iterator[dict[str, Any]]:
+    root = resources.files("mixpanel_assets.xdm") / "schemas" / "components"
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                stack.append(entry)
+            elif entry.name.endswith(".schema.json"):
+                yield json.loads(entry.read_text(encoding="utf-8"))
+
+
+@cache
+def _official_registry() -> Registry:
+    registry: Registry = Registry()
+    for schema in _schema_files():
+        resource = Resource(contents=to_aep_notation(schema), specification=DRAFT6)
+        registry = registry.with_resource(schema["$id"], resource)
+    return registry
+
+
+def tenant_field_group(tenant_id: str) -> dict[str, Any]:
+    """This project's field group: the ``_<tenant>.mixpanel`` object, in AEP notation."""
+    if not _TENANT_ID.match(tenant_id):
+        raise ValueError(
+            f"AEP_TENANT_ID {tenant_id!r} is not a tenant id: use the id AEP shows for your "
+            "organisation (letters, digits and underscores, without the leading underscore)."
+        )
+    text = (resources.files("mixpanel_assets.xdm") / "schemas" / _TENANT_FIELD_GROUP).read_text(
+        encoding="utf-8"
+    )
+    mixpanel_object = json.loads(text)
+    return {
+        "type": "object",
+        "properties": {
+            f"_{tenant_id}": {"type": "object", "properties": {"mixpanel": mixpanel_object}}
+        },
+    }
+
+
+def experience_event_schema(tenant_id: str) -> dict[str, Any]:
+    """The dataset schema our records target: the class, the field groups and the tenant group."""
+    return {
+        "$schema": "http://json-schema.org/draft-06/schema#",
+        "type": "object",
+        "allOf": [
+            {"$ref": CLASS_ID},
+            *({"$ref": field_group} for field_group in FIELD_GROUP_IDS),
+            tenant_field_group(tenant_id),
+        ],
+    }
+
+
+@cache
+def xdm_validator(tenant_id: str) -> Draft6Validator:
+    """A validator for one ExperienceEvent record in AEP notation (cached per tenant)."""
+    return Draft6Validator(
+        experience_event_schema(tenant_id),
+        registry=_official_registry(),
+        format_checker=_format_checker,
+    )
+
+
+def schema_errors(record: dict[str, Any], tenant_id: str) -> list[str]:
+    """Every way ``record`` breaks the schema, as ``path: message`` strings (empty when valid)."""
+    errors = []
+    for error in xdm_validator(tenant_id).iter_errors(record):
+        path = "/".join(str(part) for part in error.absolute_path) or "(record)"
+        errors.append(f"{path}: {error.message}")
+    return sorted(errors)
+
+
+def empty_value_paths(value: Any, path: str = "") -> list[str]:
+    """Paths holding null or an empty string, list or object: AEP rejects them all."""
+    if value is None or value == "" or value == [] or value == {}:
+        return [path or "(record)"]
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found.extend(empty_value_paths(child, f"{path}/{key}" if path else key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found.extend(empty_value_paths(child, f"{path}/{index}"))
+    return found

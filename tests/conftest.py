@@ -1,0 +1,46 @@
+"""Shared fixtures: a clean environment and the local sandbox on loopback."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
+
+CONTRACT_VARIABLES = (
+    "MIXPANEL_PROJECT_ID",
+    "MIXPANEL_SERVICE_ACCOUNT_USERNAME",
+    "MIXPANEL_SERVICE_ACCOUNT_SECRET",
+    "MIXPANEL_REGION",
+    "MIXPANEL_EXPORT_URL",
+    "MIXPANEL_PROJECT_TIMEZONE",
+    "MIXPANEL_EVENT_TIME",
+    "MIXPANEL_START_DATE",
+    "AEP_IMS_URL",
+    "AEP_PLATFORM_URL",
+    "AEP_CLIENT_ID",
+    "AEP_CLIENT_SECRET",
+    "AEP_ORG_ID",
+    "AEP_SANDBOX_NAME",
+    "AEP_SCOPES",
+    "AEP_DATASET_ID",
+    "AEP_TENANT_ID",
+    "AEP_UPLOAD_FILE_MAX_BYTES",
+    "MIXPANEL_ASSETS_DATA_DIR",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's own Mixpanel or AEP settings."""
+    for name in CONTRACT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSandbox]:
+    """Both emulators, with the contract's variables pointing at them."""
+    with local_sandbox(tmp_path / "data", events_per_day=300, processing_seconds=0.05) as started:
+        for name, value in started.environment().items():
+            monkeypatch.setenv(name, value)
+        yield started

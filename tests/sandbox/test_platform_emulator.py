@@ -1,0 +1,605 @@
+"""The AEP platform emulator over real HTTP: IMS, Batch Ingestion, Catalog, replay, diagnostics.
+
+These tests speak raw ``requests`` (not our AEP client) so they pin the emulator to AEP's
+documented contract, which is what the client is then tested against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+
+from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
+
+CLIENT_ID = "local-sandbox-client"
+CLIENT_SECRET = "local-sandbox-client-secret"
+ORG_ID = "LOCALSANDBOX@AdobeOrg"
+BATCHES = "/data/foundation/import/batches"
+TERMINAL = {"success", "failed", "aborted", "inactive"}
+
+
+def event(event_id: str, **fields: Any) -> dict[str, Any]:
+    """A valid ExperienceEvent in AEP notation; ``fields`` replace or add top-level keys."""
+    record: dict[str, Any] = {
+        "_id": event_id,
+        "timestamp": "2026-11-01T10:00:00.000Z",
+        "eventType": "web.webpagedetails.pageViews",
+        "identityMap": {"MixpanelDistinctId": [{"id": "u1", "primary": True}]},
+        "_localsandbox": {"mixpanel": {"eventName": "x"}},
+    }
+    record.update(fields)
+    return record
+
+
+def jsonl(*records: dict[str, Any]) -> bytes:
+    return b"".join(orjson.dumps(record) + b"\n" for record in records)
+
+
+class Platform:
+    """A minimal raw-HTTP client of the emulator: token, the four headers, the batch calls."""
+
+    def __init__(self, emulator: PlatformEmulator) -> None:
+        self.url = emulator.url
+        self.session = requests.Session()
+        self._token: str | None = None
+
+    def token(self) -> str:
+        if self._token is None:
+            response = self.session.post(
+                self.url + "/ims/token/v3",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "scope": "openid,AdobeID",
+                },
+            )
+            assert response.status_code == 200, response.text
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def headers(self, **overrides: str) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self.token()}",
+            "x-api-key": CLIENT_ID,
+            "x-gw-ims-org-id": ORG_ID,
+            "x-sandbox-name": "prod",
+        }
+        headers.update(overrides)
+        return headers
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return self.session.get(self.url + path, headers=self.headers(), params=params)
+
+    def post_batch(self, body: dict[str, Any]) -> requests.Response:
+        return self.session.post(self.url + BATCHES, json=body, headers=self.headers())
+
+    def create_batch(self, dataset_id: str, **fields: Any) -> str:
+        body = {"datasetId": dataset_id, "inputFormat": {"format": "json"}, **fields}
+        response = self.post_batch(body)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def put_file(
+        self, batch_id: str, dataset_id: str, name: str, data: bytes, **headers: str
+    ) -> requests.Response:
+        return self.session.put(
+            f"{self.url}{BATCHES}/{batch_id}/datasets/{dataset_id}/files/{name}",
+            data=data,
+            headers=self.headers(**{"Content-Type": "application/octet-stream", **headers}),
+        )
+
+    def action(self, batch_id: str, action: str) -> requests.Response:
+        return self.session.post(
+            f"{self.url}{BATCHES}/{batch_id}", params={"action": action}, headers=self.headers()
+        )
+
+    def catalog(self, batch_id: str) -> dict[str, Any]:
+        response = self.get(f"/data/foundation/catalog/batches/{batch_id}")
+        assert response.status_code == 200, response.text
+        return response.json()[batch_id]
+
+    def wait(self, batch_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while (batch := self.catalog(batch_id))["status"] not in TERMINAL:
+            assert time.monotonic() < deadline, f"batch still {batch['status']}"
+            time.sleep(0.01)
+        return batch
+
+    def ingest(self, dataset_id: str, data: bytes, **fields: Any) -> dict[str, Any]:
+        """Create, upload one file, COMPLETE and wait: the whole lifecycle of one batch."""
+        batch_id = self.create_batch(dataset_id, **fields)
+        assert self.put_file(batch_id, dataset_id, "part-0.json", data).status_code == 201
+        assert self.action(batch_id, "COMPLETE").status_code == 200
+        return self.wait(batch_id)
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[PlatformEmulator]:
+    with PlatformEmulator(tmp_path / "aep", processing_seconds=0.02) as running:
+        yield running
+
+
+@pytest.fixture
+def platform(emulator: PlatformEmulator) -> Platform:
+    return Platform(emulator)
+
+
+@pytest.fixture
+def dataset_id(emulator: PlatformEmulator) -> str:
+    return emulator.create_dataset("mixpanel_events")
+
+
+def test_token_is_issued_for_the_client_credentials_in_the_form_body(
+    emulator: PlatformEmulator,
+) -> None:
+    url = emulator.url + "/ims/token/v3"
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scope": "openid",
+    }
+
+    good = requests.post(url, data=form)
+    wrong_secret = requests.post(url, data={**form, "client_secret": "nope"})
+    wrong_grant = requests.post(url, data={**form, "grant_type": "password"})
+    in_query = requests.post(url, params=form)
+
+    assert good.status_code == 200
+    assert good.json()["token_type"] == "bearer"
+    assert good.json()["expires_in"] == 86399
+    assert len(good.json()["access_token"]) >= 32
+    assert (wrong_secret.status_code, wrong_secret.json()["error"]) == (401, "invalid_client")
+    assert wrong_secret.json()["error_description"]
+    assert (wrong_grant.status_code, wrong_grant.json()["error"]) == (400, "unsupported_grant_type")
+    assert in_query.status_code == 400
+    assert "body" in in_query.json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "mentions"),
+    [
+        ({"Authorization": ""}, 401, "Oauth token is not valid"),
+        ({"Authorization": "Bearer forged"}, 401, "Oauth token is not valid"),
+        ({"x-api-key": ""}, 403, "x-api-key"),
+        ({"x-api-key": "someone-else"}, 403, "x-api-key"),
+        ({"x-gw-ims-org-id": "OTHER@AdobeOrg"}, 403, "x-gw-ims-org-id"),
+        ({"x-sandbox-name": ""}, 400, "x-sandbox-name"),
+        ({"x-sandbox-name": "dev"}, 403, "x-sandbox-name"),
+    ],
+)
+def test_platform_calls_need_a_token_and_the_three_headers(
+    platform: Platform, dataset_id: str, overrides: dict[str, str], status: int, mentions: str
+) -> None:
+    url = f"{platform.url}/data/foundation/catalog/dataSets/{dataset_id}"
+
+    response = requests.get(url, headers=platform.headers(**overrides))
+
+    assert response.status_code == status
+    assert mentions in response.text
+    assert requests.get(url, headers=platform.headers()).status_code == 200
+
+
+def test_an_expired_token_is_refused(tmp_path: Path) -> None:
+    with PlatformEmulator(tmp_path, token_lifetime_seconds=0) as emulator:
+        platform = Platform(emulator)
+
+        response = platform.get("/data/foundation/catalog/batches")
+
+    assert response.status_code == 401
+    assert response.json() == {"error_code": "401013", "message": "Oauth token is not valid"}
+
+
+def test_batch_lifecycle_to_success_stores_every_record_with_counts(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    created = platform.post_batch(
+        {
+            "datasetId": dataset_id,
+            "inputFormat": {"format": "json"},
+            "externalId": "mixpanel-2026-11-01",
+            "enableErrorDiagnostics": True,
+            "partialIngestionPercent": 5,
+            "tags": {"source": ["mixpanel"]},
+        }
+    )
+    assert created.status_code == 201
+    batch_id = created.json()["id"]
+    assert created.json()["status"] == "loading"
+    assert created.json()["relatedObjects"] == [{"type": "dataSet", "id": dataset_id}]
+    assert created.json()["tags"] == {
+        "source": ["mixpanel"],
+        "acp_enableErrorDiagnostics": True,
+        "acp_partialIngestionPercent": 5,
+    }
+    first = jsonl(event("a1"), event("a2"))
+    # The data lake does not deduplicate: a repeated _id is a second record.
+    second = jsonl(event("a3", eventType="commerce.purchases"), event("a3"))
+
+    assert platform.put_file(batch_id, dataset_id, "day=1/part-0.json", b"{}\n").status_code == 201
+    assert platform.put_file(batch_id, dataset_id, "day=1/part-0.json", first).status_code == 200
+    assert platform.put_file(batch_id, dataset_id, "day=1/part-1.json", second).status_code == 201
+    assert platform.action(batch_id, "COMPLETE").status_code == 200
+    batch = platform.wait(batch_id)
+
+    assert batch["status"] == "success"
+    assert batch["externalId"] == "mixpanel-2026-11-01"
+    assert (batch["recordCount"], batch["failedRecordCount"]) == (4, 0)
+    assert batch["metrics"] == {
+        "inputByteSize": len(first) + len(second),
+        "inputFileCount": 2,
+        "inputRecordCount": 4,
+        "outputRecordCount": 4,
+        "failedRecordCount": 0,
+    }
+    assert batch["created"] <= batch["started"] <= batch["completed"]
+    assert "errors" not in batch
+    assert emulator.batch(batch_id) == batch
+    records = emulator.dataset_records(dataset_id)
+    assert list(records.columns) == ["_id", "timestamp", "eventType", "batch_id", "record"]
+    assert list(records["_id"]) == ["a1", "a2", "a3", "a3"]
+    assert set(records["batch_id"]) == {batch_id}
+    assert records["eventType"].iloc[2] == "commerce.purchases"
+    assert orjson.loads(records["record"].iloc[0]) == event("a1")
+
+
+def test_batch_passes_through_processing_before_its_terminal_status(
+    tmp_path: Path,
+) -> None:
+    with PlatformEmulator(tmp_path, processing_seconds=0.4) as emulator:
+        platform = Platform(emulator)
+        dataset_id = emulator.create_dataset("events")
+        batch_id = platform.create_batch(dataset_id)
+        platform.put_file(batch_id, dataset_id, "a.json", jsonl(event("a1")))
+        platform.action(batch_id, "COMPLETE")
+        seen: list[str] = []
+        deadline = time.monotonic() + 10
+        while (not seen or seen[-1] not in TERMINAL) and time.monotonic() < deadline:
+            status = platform.catalog(batch_id)["status"]
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            time.sleep(0.02)
+
+    assert seen == ["loading", "processing", "success"]
+
+
+def test_dataset_is_described_with_its_xdm_schema(platform: Platform, dataset_id: str) -> None:
+    response = platform.get(f"/data/foundation/catalog/dataSets/{dataset_id}")
+
+    assert response.status_code == 200
+    dataset = response.json()[dataset_id]
+    assert dataset["name"] == "mixpanel_events"
+    assert dataset["schemaRef"] == {
+        "id": "https://ns.adobe.com/localsandbox/schemas/mixpanel_experience_event",
+        "contentType": "application/vnd.adobe.xed+json;version=1",
+    }
+    assert len(dataset_id) == 24
+    assert dataset_id == dataset_id.lower()
+    unknown = platform.get("/data/foundation/catalog/dataSets/000000000000000000000000")
+    assert unknown.status_code == 404
+
+
+def test_replay_replaces_its_predecessor_so_each_event_is_stored_once(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    day = jsonl(event("a1"), event("a2"))
+    first = platform.ingest(dataset_id, day, externalId="day-1")
+    second = platform.ingest(
+        dataset_id,
+        day,
+        externalId="day-1",
+        replay={"predecessors": [f"${first['id']}"], "reason": "replace"},
+    )
+    third = platform.ingest(
+        dataset_id,
+        jsonl(event("a1"), event("a2"), event("a3")),
+        externalId="day-1",
+        replay={"predecessors": [f"${second['id']}"], "reason": "replace"},
+    )
+
+    assert third["status"] == "success"
+    assert third["replay"] == {"predecessors": [f"${second['id']}"], "reason": "replace"}
+    retired = platform.catalog(first["id"])
+    assert retired["status"] == "inactive"
+    assert retired["tags"]["acp_successor"] == [second["id"]]
+    assert platform.catalog(second["id"])["tags"]["acp_successor"] == [third["id"]]
+    records = emulator.dataset_records(dataset_id)
+    assert sorted(records["_id"]) == ["a1", "a2", "a3"]
+    assert set(records["batch_id"]) == {third["id"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        ({"datasetId": "000000000000000000000000"}, "datasetId"),
+        ({"inputFormat": {"format": "parquet"}}, "json"),
+        ({"replay": {"predecessors": ["{first}"], "reason": "replace"}}, "prefixed"),
+        ({"replay": {"predecessors": ["$01UNKNOWNBATCH"], "reason": "replace"}}, "not exist"),
+        ({"replay": {"predecessors": ["${other}"], "reason": "replace"}}, "belongs to dataset"),
+    ],
+)
+def test_batch_creation_refuses_bad_datasets_formats_and_predecessors(
+    emulator: PlatformEmulator,
+    platform: Platform,
+    dataset_id: str,
+    body: dict[str, Any],
+    mentions: str,
+) -> None:
+    first = platform.create_batch(dataset_id)
+    other = platform.create_batch(emulator.create_dataset("another"))
+    request = {"datasetId": dataset_id, "inputFormat": {"format": "json"}, **body}
+    if "replay" in body:
+        request["replay"] = {
+            "predecessors": [
+                reference.format(first=first, other=other)
+                for reference in body["replay"]["predecessors"]
+            ],
+            "reason": "replace",
+        }
+
+    response = platform.post_batch(request)
+
+    assert response.status_code == 400
+    assert response.json()["status"] == 400
+    assert mentions in response.json()["detail"]
+    assert len(emulator.batches(dataset_id)) == 1
+
+
+INVALID_LINES = [
+    orjson.dumps(event("null", web={"webPageDetails": {"name": None}})),
+    orjson.dumps(event("country", placeContext={"geo": {"countryCode": "us"}})),
+    orjson.dumps(event("epoch", timestamp="1793527200000")),
+    orjson.dumps({key: value for key, value in event("x").items() if key != "_id"}),
+    orjson.dumps(event("future", timestamp="2999-01-01T00:00:00Z")),
+    b"this is not json",
+]
+
+
+def test_invalid_records_fail_the_batch_and_are_kept_as_failed_rows(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    data = jsonl(event("good")) + b"\n".join(INVALID_LINES) + b"\n"
+
+    batch = platform.ingest(dataset_id, data, enableErrorDiagnostics=True)
+
+    assert batch["status"] == "failed"
+    assert batch["failedRecordCount"] == 6
+    assert batch["metrics"]["outputRecordCount"] == 0
+    assert "recordCount" not in batch
+    summary, *by_code = batch["errors"]
+    assert summary["code"] == "INGEST-1212-400"
+    assert summary["description"].startswith("Encountered 6 errors in the data.")
+    assert summary["recordCount"] == 6
+    assert {error["code"]: error["recordCount"] for error in by_code} == {
+        "INGEST-1401-400": 1,
+        "INGEST-1555-400": 2,
+        "INGEST-1550-400": 3,
+    }
+    assert emulator.dataset_records(dataset_id).empty
+    failed = platform.get(f"/data/foundation/export/batches/{batch['id']}/failed")
+    assert failed.status_code == 200
+    rows = [orjson.loads(line) for line in failed.content.splitlines()]
+    assert [row["_corrupt_record"].encode() for row in rows] == INVALID_LINES
+    assert [row["_errors"][0]["code"] for row in rows] == [
+        "1555",
+        "1550",
+        "1550",
+        "1555",
+        "1550",
+        "1401",
+    ]
+    pointers = [
+        {error["pointerToViolation"] for error in row["_validationErrors"]} for row in rows[:5]
+    ]
+    assert "#/web/webPageDetails/name" in pointers[0]
+    assert pointers[1] == {"#/placeContext/geo/countryCode"}
+    assert pointers[2] == {"#/timestamp"}
+    assert pointers[3] == {"#"}
+    assert pointers[4] == {"#/timestamp"}
+
+
+def test_without_diagnostics_the_failed_batch_says_to_enable_them(
+    platform: Platform, dataset_id: str
+) -> None:
+    batch = platform.ingest(dataset_id, jsonl(event("good"), event("bad", eventType="")))
+
+    assert batch["status"] == "failed"
+    assert [error["code"] for error in batch["errors"]] == ["INGEST-1211-400"]
+    assert batch["errors"][0]["recordCount"] == 1
+
+
+@pytest.mark.parametrize(("bad", "status"), [(1, "success"), (2, "failed")])
+def test_partial_ingestion_accepts_failures_up_to_its_percentage(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str, bad: int, status: str
+) -> None:
+    good = [event(f"good-{index}") for index in range(10 - bad)]
+    broken = [event(f"bad-{index}", timestamp="yesterday") for index in range(bad)]
+
+    batch = platform.ingest(dataset_id, jsonl(*good, *broken), partialIngestionPercent=10)
+
+    assert batch["status"] == status
+    assert batch["failedRecordCount"] == bad
+    assert batch["tags"] == {"acp_partialIngestionPercent": 10}
+    assert batch["errors"][0]["code"] == "INGEST-1212-400"
+    stored = emulator.dataset_records(dataset_id)
+    assert len(stored) == (len(good) if status == "success" else 0)
+    if status == "success":
+        assert batch["recordCount"] == len(good)
+        assert batch["errors"][0]["description"].startswith(
+            f"Encountered {bad} errors in the data. Successfully ingested {len(good)} rows."
+        )
+    failed = platform.get(f"/data/foundation/export/batches/{batch['id']}/failed")
+    assert len(failed.content.splitlines()) == bad
+
+
+@pytest.mark.parametrize("data", [None, b"\n \n"])
+def test_an_empty_batch_fails(platform: Platform, dataset_id: str, data: bytes | None) -> None:
+    batch_id = platform.create_batch(dataset_id)
+    if data is not None:
+        platform.put_file(batch_id, dataset_id, "empty.json", data)
+
+    platform.action(batch_id, "COMPLETE")
+    batch = platform.wait(batch_id)
+
+    assert batch["status"] == "failed"
+    assert batch["errors"][0]["code"] == "106"
+    assert "no" in batch["errors"][0]["description"]
+
+
+def test_abort_stops_a_loading_batch_and_nothing_after_it(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    batch_id = platform.create_batch(dataset_id)
+    platform.put_file(batch_id, dataset_id, "a.json", jsonl(event("a1")))
+
+    assert platform.action(batch_id, "ABORT").status_code == 200
+    assert platform.catalog(batch_id)["status"] == "aborted"
+    assert platform.action(batch_id, "ABORT").status_code == 200
+    assert platform.put_file(batch_id, dataset_id, "b.json", b"{}").status_code == 400
+    assert platform.action(batch_id, "COMPLETE").status_code == 400
+    assert platform.action("01UNKNOWNBATCH", "ABORT").status_code == 404
+    finished = platform.ingest(dataset_id, jsonl(event("a2")))
+    refused = platform.action(finished["id"], "ABORT")
+    assert refused.status_code == 400
+    assert "no longer be aborted" in refused.json()["detail"]
+    assert platform.catalog(finished["id"])["status"] == "success"
+    assert list(emulator.dataset_records(dataset_id)["_id"]) == ["a2"]
+
+
+def test_complete_can_be_retried_without_processing_twice(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    batch_id = platform.create_batch(dataset_id)
+    platform.put_file(batch_id, dataset_id, "a.json", jsonl(event("a1"), event("a2")))
+
+    answers = [platform.action(batch_id, "COMPLETE").status_code for _ in range(3)]
+    platform.wait(batch_id)
+    answers.append(platform.action(batch_id, "COMPLETE").status_code)
+
+    assert answers == [200, 200, 200, 200]
+    assert platform.catalog(batch_id)["recordCount"] == 2
+    assert len(emulator.dataset_records(dataset_id)) == 2
+    late_upload = platform.put_file(batch_id, dataset_id, "b.json", jsonl(event("b")))
+    assert late_upload.status_code == 400
+
+
+def test_uploads_are_checked_for_batch_dataset_path_type_and_size(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    batch_id = platform.create_batch(dataset_id)
+    other_dataset = emulator.create_dataset("another")
+    emulator.max_file_bytes = 1000
+
+    assert platform.put_file("01UNKNOWNBATCH", dataset_id, "a.json", b"{}").status_code == 404
+    assert platform.put_file(batch_id, other_dataset, "a.json", b"{}").status_code == 400
+    assert (
+        platform.put_file(batch_id, dataset_id, "a/%2E%2E/%2E%2E/x.json", b"{}").status_code == 400
+    )
+    wrong_type = platform.put_file(
+        batch_id, dataset_id, "a.json", b"{}", **{"Content-Type": "text/plain"}
+    )
+    assert wrong_type.status_code == 415
+    too_large = platform.put_file(batch_id, dataset_id, "a.json", b"x" * 1001)
+    assert too_large.status_code == 413
+    streamed = platform.put_file(batch_id, dataset_id, "a.json", iter([b"x" * 600] * 2))  # chunked
+    assert streamed.status_code == 413
+    assert platform.put_file(batch_id, dataset_id, "a.json", b"x" * 1000).status_code == 201
+    assert platform.action(batch_id, "COMPLETE").status_code == 200
+
+
+def test_batches_are_listed_by_dataset_external_id_and_status(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    old = platform.ingest(dataset_id, jsonl(event("a1")), externalId="day-1")
+    new = platform.create_batch(dataset_id, externalId="day-1")
+    platform.create_batch(dataset_id, externalId="day-2")
+    platform.create_batch(emulator.create_dataset("another"), externalId="day-1")
+
+    def listing(**params: Any) -> list[str]:
+        response = platform.get("/data/foundation/catalog/batches", **params)
+        assert response.status_code == 200
+        return list(response.json())
+
+    assert listing(dataSet=dataset_id, externalId="day-1") == [old["id"], new]
+    assert listing(dataSet=dataset_id, externalId="day-1", orderBy="desc:created", limit=1) == [new]
+    assert listing(dataSet=dataset_id, status="success") == [old["id"]]
+    assert len(listing(dataSet=dataset_id)) == 3
+    assert len(listing()) == 4
+    too_many = platform.get("/data/foundation/catalog/batches", limit=101)
+    assert too_many.status_code == 400
+
+
+def test_state_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
+    state_dir = tmp_path / "aep"
+    with PlatformEmulator(state_dir, processing_seconds=0.02) as first:
+        before = Platform(first)
+        dataset_id = first.create_dataset("mixpanel_events")
+        batch = before.ingest(dataset_id, jsonl(event("a1"), event("a2")), externalId="day-1")
+        old_token = before.token()
+
+    with PlatformEmulator(state_dir, processing_seconds=0.02) as second:
+        after = Platform(second)
+        stale = requests.get(
+            f"{second.url}/data/foundation/catalog/batches/{batch['id']}",
+            headers=after.headers(Authorization=f"Bearer {old_token}"),
+        )
+        assert stale.status_code == 401
+        assert second.create_dataset("mixpanel_events") == dataset_id
+        assert after.catalog(batch["id"]) == batch
+        assert list(second.dataset_records(dataset_id)["_id"]) == ["a1", "a2"]
+        replay = {"predecessors": [f"${batch['id']}"], "reason": "replace"}
+        after.ingest(dataset_id, jsonl(event("a1"), event("a2")), replay=replay)
+        assert sorted(second.dataset_records(dataset_id)["_id"]) == ["a1", "a2"]
+    assert (state_dir / "catalog.json").is_file()
+    assert list((state_dir / "datasets" / dataset_id).glob("*.parquet"))
+
+
+def test_a_batch_completed_before_a_stop_is_processed_after_the_restart(tmp_path: Path) -> None:
+    with PlatformEmulator(tmp_path, processing_seconds=30) as slow:
+        platform = Platform(slow)
+        dataset_id = slow.create_dataset("events")
+        batch_id = platform.create_batch(dataset_id)
+        platform.put_file(batch_id, dataset_id, "a.json", jsonl(event("a1")))
+        platform.action(batch_id, "COMPLETE")
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5  # stop() interrupts the processing wait
+
+    with PlatformEmulator(tmp_path, processing_seconds=0.02) as fast:
+        assert Platform(fast).wait(batch_id)["status"] == "success"
+        assert list(fast.dataset_records(dataset_id)["_id"]) == ["a1"]
+
+
+def test_queued_faults_answer_the_next_matching_requests(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    platform.token()
+    emulator.queue_fault("post", BATCHES, 503, count=2, retry_after=7)
+    body = {"datasetId": dataset_id, "inputFormat": {"format": "json"}}
+
+    answers = [platform.post_batch(body) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [503, 503, 201]
+    assert answers[0].headers["Retry-After"] == "7"
+    assert answers[0].json()["status"] == 503
+    assert answers[0].json()["title"] == "Service Unavailable"
+    assert [(entry.method, entry.path, entry.status) for entry in emulator.request_log[-3:]] == [
+        ("POST", BATCHES, 503),
+        ("POST", BATCHES, 503),
+        ("POST", BATCHES, 201),
+    ]
+    assert len(emulator.batches(dataset_id)) == 1
+
+
+def test_unknown_paths_answer_json_404(platform: Platform) -> None:
+    response = platform.get("/data/foundation/nothing/here")
+
+    assert response.status_code == 404
+    assert response.json()["status"] == 404
+    assert platform.get("/data/foundation/catalog/batches/01UNKNOWNBATCH").status_code == 404
