@@ -29,6 +29,13 @@ def env_int_or_default(name: str, default: int) -> EnvVar | int:
     return EnvVar.int(name) if os.environ.get(name) else default
 
 
+def require_non_empty(values: dict[str, str]) -> None:
+    """Fail naming the first variable that resolved to an empty string."""
+    for name, value in values.items():
+        if not value.strip():
+            raise ConfigError(f"{name} is empty: set it (see .env.example).")
+
+
 def required_value(name: str, what: str) -> str:
     value = os.environ.get(name, "").strip()
     if not value:

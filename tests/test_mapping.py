@@ -95,7 +95,9 @@ def test_identified_user_has_distinct_id_as_primary_and_one_value_per_namespace(
     }
     identity_map = to_xdm("Purchase", properties, SPEC)["identityMap"]
     assert identity_map == {
-        "MixpanelDistinctId": [{"id": "user-42", "authenticatedState": "ambiguous", "primary": True}],
+        "MixpanelDistinctId": [
+            {"id": "user-42", "authenticatedState": "ambiguous", "primary": True}
+        ],
         "MixpanelUserId": [
             {"id": "user-42", "authenticatedState": "authenticated", "primary": False}
         ],
@@ -112,7 +114,9 @@ def test_same_event_re_exported_with_a_merged_distinct_id_keeps_its_id() -> None
 
 def test_id_without_insert_id_is_stable_and_ignores_distinct_id() -> None:
     event = {"time": 1700000000, "distinct_id": "a", "plan": "pro"}
-    assert event_id(SPEC, "Upgrade", event) == event_id(SPEC, "Upgrade", {**event, "distinct_id": "b"})
+    assert event_id(SPEC, "Upgrade", event) == event_id(
+        SPEC, "Upgrade", {**event, "distinct_id": "b"}
+    )
     assert event_id(SPEC, "Upgrade", event) != event_id(SPEC, "Upgrade", {**event, "plan": "team"})
 
 

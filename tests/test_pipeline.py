@@ -69,7 +69,11 @@ def test_a_day_travels_end_to_end(sandbox: LocalSandbox) -> None:
     assert set(records["batch_id"]) == set(aep["batch_ids"])
 
     checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
-    assert checks == {"required_xdm_fields": True, "counts_reconcile": True, "batch_succeeded": True}
+    assert checks == {
+        "required_xdm_fields": True,
+        "counts_reconcile": True,
+        "batch_succeeded": True,
+    }
 
 
 def test_re_running_a_day_replaces_its_batch(sandbox: LocalSandbox) -> None:
@@ -131,7 +135,9 @@ def test_sensor_re_runs_only_days_with_late_events(sandbox: LocalSandbox) -> Non
     with instance_for_test() as instance:
         for day in (late_day, quiet_day):
             assert _materialize(defs, day.isoformat(), instance).success
-        context = build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+        context = build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources
+        )
         first = sensor.evaluate_tick(context)
         assert first.run_requests == []
 

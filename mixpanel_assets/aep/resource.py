@@ -6,7 +6,12 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from mixpanel_assets.aep.client import DEFAULT_SCOPES, AEPClient
-from mixpanel_assets.settings import ConfigError, env_int_or_default, env_or_default
+from mixpanel_assets.settings import (
+    ConfigError,
+    env_int_or_default,
+    env_or_default,
+    require_non_empty,
+)
 
 
 class AEPResource(ConfigurableResource):
@@ -46,6 +51,14 @@ class AEPResource(ConfigurableResource):
         )
 
     def get_client(self) -> AEPClient:
+        require_non_empty(
+            {
+                "AEP_CLIENT_ID": self.client_id,
+                "AEP_CLIENT_SECRET": self.client_secret,
+                "AEP_ORG_ID": self.org_id,
+                "AEP_DATASET_ID": self.dataset_id,
+            }
+        )
         if not self.org_id.endswith("@AdobeOrg"):
             raise ConfigError(
                 f"AEP_ORG_ID={self.org_id!r} is not an IMS org id: copy it from the Developer "

@@ -9,7 +9,12 @@ from pydantic import Field
 
 from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES
 from mixpanel_assets.mixpanel.export_client import REGION_EXPORT_URLS, MixpanelExportClient
-from mixpanel_assets.settings import ConfigError, env_or_default, validate_timezone
+from mixpanel_assets.settings import (
+    ConfigError,
+    env_or_default,
+    require_non_empty,
+    validate_timezone,
+)
 
 
 class MixpanelResource(ConfigurableResource):
@@ -67,6 +72,13 @@ class MixpanelResource(ConfigurableResource):
         return self.event_time
 
     def get_client(self) -> MixpanelExportClient:
+        require_non_empty(
+            {
+                "MIXPANEL_PROJECT_ID": self.project_id,
+                "MIXPANEL_SERVICE_ACCOUNT_USERNAME": self.service_account_username,
+                "MIXPANEL_SERVICE_ACCOUNT_SECRET": self.service_account_secret,
+            }
+        )
         if not self.project_id.strip().isdigit():
             raise ConfigError(
                 f"MIXPANEL_PROJECT_ID={self.project_id!r} is not a project id: use the number in "

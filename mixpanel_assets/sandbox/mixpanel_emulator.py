@@ -150,10 +150,11 @@ class _Exchange:
         self._record = record
         self._logged = False
 
-    def log(self) -> None:
+    def log(self, pending_bytes: int = 0) -> None:
+        """Record the exchange once, counting ``pending_bytes`` about to be sent."""
         if not self._logged:
             self._logged = True
-            self._record(self.status, self.body_bytes)
+            self._record(self.status, self.body_bytes + pending_bytes)
 
     def send_head(self, status: int, headers: dict[str, str]) -> None:
         self.status = status
@@ -202,13 +203,20 @@ class _ChunkedBody:
             self._send(bytes(self._buffer[:size]))
             del self._buffer[:size]
 
-    def close(self) -> None:
-        if self._buffer:
-            self._send(bytes(self._buffer))
-            self._buffer.clear()
+    def close(self, tail: bytes = b"") -> None:
+        """Send ``tail`` and what is buffered, then end the body.
+
+        The exchange is logged before that last data goes out, so a client that stops at
+        the end of the data (or on a decoding error in it) finds the request in the log.
+        """
+        self._buffer += tail
+        if self._reset_after is None:
+            self._exchange.log(pending_bytes=len(self._buffer))
+        for start in range(0, len(self._buffer), self._chunk_size):
+            self._send(bytes(self._buffer[start : start + self._chunk_size]))
+        self._buffer.clear()
         if self._reset_after is not None:  # a body shorter than the fault's offset
             raise _ConnectionReset
-        self._exchange.log()
         self._exchange.handler.wfile.write(b"0\r\n\r\n")
 
     def _send(self, chunk: bytes) -> None:
@@ -257,6 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.emulator._serve(self)
 
+    def _reject(self) -> None:
+        """Other methods get the JSON 404; any request body is left unread, so close after."""
+        self.close_connection = True
+        self.server.emulator._serve(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = _reject
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: ``MixpanelEmulator.request_log`` records every request."""
 
@@ -266,6 +281,9 @@ class MixpanelEmulator:
 
     Dates are days in ``timezone``; ``time_regime`` is ``"utc"`` (projects created after 2023)
     or ``"project_local"`` (legacy projects: ``time`` is local wall-clock time read as UTC).
+    Every day up to ``today()`` is whole (``events_per_day`` lines plus late events), today
+    included, so that exports are reproducible. ``project_id``, ``timezone``, ``time_regime``
+    and ``events_per_day`` are public for callers that configure a client against it.
     """
 
     def __init__(
@@ -303,7 +321,7 @@ class MixpanelEmulator:
         self._lock = threading.Lock()
         self._late: dict[date, list[bytes]] = {}
         self._late_batches: dict[date, int] = {}
-        self._max_processing_ms: dict[date, int] = {}
+        self._max_processing_ms: dict[date, int] = {}  # over all lines served for the day
         self._faults: deque[list[Any]] = deque()  # [fault, requests left]
         self._admitted: deque[float] = deque()  # monotonic arrival of rate-limited requests
         self._log: list[RequestLogEntry] = []
@@ -376,11 +394,15 @@ class MixpanelEmulator:
         return itertools.chain(synthetic, late)
 
     def add_late_events(self, day: date, count: int) -> list[bytes]:
-        """Add ``count`` events of ``day`` processed now (after all the day's previous events)."""
-        synthetic_max = self._synthetic_max_processing_ms(day)
+        """Add ``count`` events of ``day`` processed now (after all the day's previous events).
+
+        Later exports of ``day`` end with them, and a ``where`` on ``mp_processing_time_ms``
+        above any earlier watermark returns exactly them.
+        """
+        self._measure_synthetic_day(day)
         with self._lock:
             batch = self._late_batches.get(day, 0)
-            previous_max = max(synthetic_max, self._max_processing_ms.get(day, 0))
+            previous_max = self._max_processing_ms[day]
             processed_at_ms = max(time.time_ns() // 1_000_000, previous_max + 1)
             lines = late_events(
                 self.project_id,
@@ -398,12 +420,14 @@ class MixpanelEmulator:
                 self._max_processing_ms[day] = last
         return lines
 
-    def _synthetic_max_processing_ms(self, day: date) -> int:
-        """Max ``mp_processing_time_ms`` of the synthetic day (one pass, then cached)."""
+    def _measure_synthetic_day(self, day: date) -> None:
+        """Seed the day's max ``mp_processing_time_ms`` with one pass over its synthetic lines.
+
+        The pass runs outside the lock, so that a large day does not stall requests.
+        """
         with self._lock:
-            cached = self._max_processing_ms.get(day)
-        if cached is not None:
-            return cached
+            if day in self._max_processing_ms:
+                return
         synthetic = synthetic_day(
             self.project_id,
             day,
@@ -416,7 +440,7 @@ class MixpanelEmulator:
             default=0,
         )
         with self._lock:
-            return self._max_processing_ms.setdefault(day, highest)
+            self._max_processing_ms.setdefault(day, highest)
 
     # -- faults and log ----------------------------------------------------------------------
 
@@ -459,8 +483,10 @@ class MixpanelEmulator:
 
         exchange = _Exchange(handler, record)
         try:
-            if url.path != EXPORT_PATH:
-                raise _ApiError(404, f"unknown path {url.path}: this emulator serves {EXPORT_PATH}")
+            if handler.command != "GET" or url.path != EXPORT_PATH:
+                raise _ApiError(
+                    404, f"no {handler.command} {url.path}: this emulator serves GET {EXPORT_PATH}"
+                )
             self._export(handler, query, exchange)
         except _ApiError as error:
             exchange.send_error(error)
@@ -611,7 +637,8 @@ class MixpanelEmulator:
                 body.write(piece)
             body.close()
             return
-        compressor = zlib.compressobj(wbits=31)  # 31: gzip container
+        # wbits=31: a gzip container. Level 1 keeps the emulator off the bench's critical path.
+        compressor = zlib.compressobj(1, wbits=31)
         produced = 0
         for piece in pieces:
             compressed = compressor.compress(piece)
@@ -620,10 +647,9 @@ class MixpanelEmulator:
             if corrupt_after is not None and produced >= corrupt_after:
                 break
         if corrupt_after is not None:
-            body.write(compressor.flush(zlib.Z_SYNC_FLUSH) + _INVALID_DEFLATE)
+            body.close(compressor.flush(zlib.Z_SYNC_FLUSH) + _INVALID_DEFLATE)
         else:
-            body.write(compressor.flush())
-        body.close()
+            body.close(compressor.flush())
 
 
 def _parse_date(query: dict[str, str], name: str) -> date:

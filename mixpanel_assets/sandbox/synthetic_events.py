@@ -319,8 +319,8 @@ def _mobile_session(rng: random.Random, user: _User) -> Iterator[tuple[str, Prop
 class _DayEvents:
     """Endless base events (sessions of pooled users) whose true instants fall inside one day.
 
-    Consecutive events differ in (event, distinct_id, time): within a session time strictly
-    increases, and two consecutive sessions never belong to the same user.
+    Consecutive events differ in (distinct_id, time), which the ``reused_insert_id`` case relies
+    on: within a session time strictly increases, and consecutive sessions have distinct users.
     """
 
     def __init__(
@@ -372,13 +372,12 @@ class _DayEvents:
         processed = moment * 1000 + int(rng.random() * 1000) + 1000 + int(rng.random() * 8000)
         imported = rng.random() < 0.04
         web = user.platform == "web"
+        endpoint = "api-js.mixpanel.com" if web and not imported else "api.mixpanel.com"
         props: Props = {
             "time": self.encode_time(moment),
             **user.props,
             "$insert_id": _alnum_id(rng) if web else _uuid(rng),
-            "$mp_api_endpoint": "api-js.mixpanel.com"
-            if web and not imported
-            else "api.mixpanel.com",
+            "$mp_api_endpoint": endpoint,
             "$mp_api_timestamp_ms": processed - 5 - int(rng.random() * 300),
             "mp_processing_time_ms": processed,
             **extra,

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft6Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT6
@@ -180,8 +181,29 @@ def xdm_validator(tenant_id: str) -> Draft6Validator:
     )
 
 
+@cache
+def _compiled_validator(tenant_id: str) -> Callable[[dict[str, Any]], Any]:
+    """The same schema compiled to Python code: ~35x faster, but it stops at the first error."""
+    registry = _official_registry()
+    return fastjsonschema.compile(
+        experience_event_schema(tenant_id),
+        handlers={"https": registry.contents, "http": registry.contents},
+        formats={"date-time": _is_rfc3339, "uri-reference": _is_uri_reference, "uri": _is_uri},
+    )
+
+
 def schema_errors(record: dict[str, Any], tenant_id: str) -> list[str]:
-    """Every way ``record`` breaks the schema, as ``path: message`` strings (empty when valid)."""
+    """Every way ``record`` breaks the schema, as ``path: message`` strings (empty when valid).
+
+    Valid records, nearly all of them, take the compiled fast path; only an invalid one is
+    walked again by jsonschema to list all of its errors.
+    """
+    try:
+        _compiled_validator(tenant_id)(record)
+    except fastjsonschema.JsonSchemaValueException:
+        pass
+    else:
+        return []
     errors = []
     for error in xdm_validator(tenant_id).iter_errors(record):
         path = "/".join(str(part) for part in error.absolute_path) or "(record)"
@@ -189,15 +211,29 @@ def schema_errors(record: dict[str, Any], tenant_id: str) -> list[str]:
     return sorted(errors)
 
 
-def empty_value_paths(value: Any, path: str = "") -> list[str]:
+def empty_value_paths(value: Any) -> list[str]:
     """Paths holding null or an empty string, list or object: AEP rejects them all."""
+    return _empty_value_paths(value, "") if _has_empty_value(value) else []
+
+
+def _has_empty_value(value: Any) -> bool:
+    if value is None or value == "":
+        return True
+    if isinstance(value, dict):
+        return not value or any(_has_empty_value(child) for child in value.values())
+    if isinstance(value, list):
+        return not value or any(_has_empty_value(child) for child in value)
+    return False
+
+
+def _empty_value_paths(value: Any, path: str) -> list[str]:
     if value is None or value == "" or value == [] or value == {}:
         return [path or "(record)"]
     found: list[str] = []
     if isinstance(value, dict):
         for key, child in value.items():
-            found.extend(empty_value_paths(child, f"{path}/{key}" if path else key))
+            found.extend(_empty_value_paths(child, f"{path}/{key}" if path else key))
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            found.extend(empty_value_paths(child, f"{path}/{index}"))
+            found.extend(_empty_value_paths(child, f"{path}/{index}"))
     return found

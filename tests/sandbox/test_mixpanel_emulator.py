@@ -95,7 +95,7 @@ def test_synthetic_day_is_deterministic_and_differs_by_day_and_project() -> None
 
 def odd_cases_in(lines: list[bytes]) -> set[str]:
     """Which kinds of ODD_CASES the lines contain, each detected from the bytes alone."""
-    found = set()
+    found: set[str] = set()
     events = [orjson.loads(line) for line in lines]
     if any(n > 1 for n in Counter(lines).values()):
         found.add("duplicate_line")
@@ -121,7 +121,7 @@ def odd_cases_in(lines: list[bytes]) -> set[str]:
         found.add("line_separators")
     if re.search("[\U0001f300-\U0001faff]", raw) and re.search("[\u4e00-\u9fff\uac00-\ud7af]", raw):
         found.add("non_ascii")
-    keys_by_insert_id = defaultdict(set)
+    keys_by_insert_id: defaultdict[str, set[tuple[Any, ...]]] = defaultdict(set)
     for event in events:
         p = event["properties"]
         if "$insert_id" in p:
@@ -264,6 +264,8 @@ def test_unknown_path_is_a_json_404(emulator: MixpanelEmulator) -> None:
     response = requests.get(emulator.export_url.replace("export", "events"), auth=AUTH, timeout=5)
     assert response.status_code == 404
     assert response.json()["request"] == "/api/2.0/events"
+    posted = requests.post(emulator.export_url, data=b"{}", auth=AUTH, timeout=5)
+    assert posted.status_code == 404 and "GET" in posted.json()["error"]
 
 
 def test_date_validation(emulator: MixpanelEmulator) -> None:
