@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ def main() -> int:
     parser.add_argument("--events-per-day", type=int, default=400)
     parser.add_argument("--dagster-dev", action="store_true", help="also run `dagster dev`")
     args = parser.parse_args()
+    # `kill` (SIGTERM) stops the sandbox and `dagster dev` as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with local_sandbox(Path(args.data_dir), events_per_day=args.events_per_day) as sandbox:
         environment = sandbox.environment()
         print(f"Mixpanel export emulator: {sandbox.mixpanel.export_url}")
@@ -43,13 +46,24 @@ def main() -> int:
 
 def _dagster_dev(environment: dict[str, str]) -> int:
     dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-m", "mixpanel_assets.definitions"]
-    process = subprocess.Popen(command, env={**os.environ, **environment})
+    command = [str(dagster), "dev", "-w", "workspace.yaml"]
+    # Started in the background, this process may have inherited an ignored SIGINT; give
+    # dagster dev its default handling back so that it can be stopped cleanly.
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **environment},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+        # dagster dev shuts its webserver, daemon and code servers down cleanly on SIGINT.
+        process.send_signal(signal.SIGINT)
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
 
 
 if __name__ == "__main__":
