@@ -91,23 +91,33 @@ def _measure(stage: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]
 def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--events", type=int, default=20_000, help="events in the synthetic day")
+    parser.add_argument(
+        "--stages", default="export,mapping,upload", help="comma-separated stages to run, in order"
+    )
     args = parser.parse_args()
     day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         with local_sandbox(work / "data", events_per_day=args.events) as sandbox:
-            _report(sandbox, day, work)
+            _report(sandbox, day, work, args.stages.split(","))
 
 
-def _report(sandbox: LocalSandbox, day: str, work: Path) -> None:
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "export": _export,
+    "mapping": _map,
+    "upload": _upload,
+}
+
+
+def _report(sandbox: LocalSandbox, day: str, work: Path, stages: list[str]) -> None:
     env = sandbox.environment()
     print(f"one synthetic day ({day}), {sandbox.mixpanel.events_per_day} events requested\n")
     print(
         f"{'stage':<10}{'events':>10}{'seconds':>10}{'events/s':>12}{'MB/s':>9}{'peak RSS MB':>13}"
     )
     total = 0.0
-    for name, stage in (("export", _export), ("mapping", _map), ("upload", _upload)):
-        figures = _measure(stage, env, day, work)
+    for name in stages:
+        figures = _measure(STAGES[name], env, day, work)
         total += figures["seconds"]
         rate = figures["events"] / figures["seconds"]
         throughput = figures["bytes"] / 1e6 / figures["seconds"]

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mixpanel_assets.mixpanel.export_client import (
     MixpanelExportClient,
     MixpanelExportError,
 )
+from mixpanel_assets.mixpanel.rate_budget import RateBudget
 from mixpanel_assets.mixpanel.sensors import late_events_where
 from mixpanel_assets.sandbox.mixpanel_emulator import Fault, MixpanelEmulator
 
@@ -172,3 +174,47 @@ def test_the_late_events_probe_counts_only_events_after_the_watermark(
     assert client.count_events(probe) == 1
     unlimited = ExportQuery(DAY, DAY, where=late_events_where(watermark))
     assert client.count_events(unlimited) == 5
+
+
+def test_concurrent_clients_share_one_budget_and_never_see_429(tmp_path: Path) -> None:
+    with MixpanelEmulator(
+        username=USERNAME,
+        secret=SECRET,
+        events_per_day=20,
+        today=lambda: date(2026, 11, 10),
+        max_requests_per_second=2,
+    ) as limited:
+
+        def export(index: int) -> None:
+            budget = RateBudget(tmp_path / "budget.json", per_hour=60, per_second=2)
+            client = _client(limited, budget=budget, max_attempts=1)
+            client.export_to_file(ExportQuery(DAY, DAY), tmp_path / f"{index}.gz")
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(export, range(6)))
+        log = limited.request_log
+    assert [entry.status for entry in log] == [200] * 6
+    arrivals = sorted(entry.monotonic for entry in log)
+    assert all(
+        later - earlier >= 1.0 for earlier, later in zip(arrivals, arrivals[2:], strict=False)
+    )
+
+
+def test_the_hourly_limit_books_the_next_query_an_hour_later(tmp_path: Path) -> None:
+    now = 1_000_000.0
+    state = tmp_path / "budget.json"
+    first = RateBudget(state, per_hour=3, per_second=3, clock=lambda: now)
+    assert [first.reserve() for _ in range(3)] == [now, now, now]
+    other_process = RateBudget(state, per_hour=3, per_second=3, clock=lambda: now)
+    assert other_process.reserve() == pytest.approx(now + 3600.1)
+    assert first.reserve() == pytest.approx(now + 3600.1)
+
+
+def test_filters_reach_mixpanel(emulator: MixpanelEmulator, tmp_path: Path) -> None:
+    query = ExportQuery(DAY, DAY, events=("Purchase", "Sign Up"), time_in_ms=True)
+    _client(emulator).export_to_file(query, tmp_path / "f.gz")
+    with gzip.open(tmp_path / "f.gz", "rb") as stored:
+        events = [orjson.loads(line) for line in stored]
+    assert events and {event["event"] for event in events} <= {"Purchase", "Sign Up"}
+    assert all(event["properties"]["time"] > 1e12 for event in events)
+    assert orjson.loads(emulator.request_log[-1].query["event"]) == ["Purchase", "Sign Up"]

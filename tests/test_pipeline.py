@@ -5,6 +5,7 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import (
@@ -16,9 +17,12 @@ from dagster import (
     materialize,
 )
 
+from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.pipeline import DAILY_JOB, build_definitions
-from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
+from mixpanel_assets.sandbox.mixpanel_emulator import Fault
 from mixpanel_assets.settings import ConfigError
+from mixpanel_assets.storage import PartitionFiles
 
 
 def _yesterday() -> str:
@@ -26,12 +30,9 @@ def _yesterday() -> str:
 
 
 def _materialize(defs: Definitions, day: str, instance: DagsterInstance, **kwargs):
+    kwargs.setdefault("resources", defs.resources)
     return materialize(
-        [*defs.assets, *defs.asset_checks],
-        partition_key=day,
-        instance=instance,
-        resources=defs.resources,
-        **kwargs,
+        [*defs.assets, *defs.asset_checks], partition_key=day, instance=instance, **kwargs
     )
 
 
@@ -182,3 +183,47 @@ def test_bad_region_fails_the_run_naming_the_variable(
     assert not result.success
     failure = next(event for event in result.all_events if event.is_step_failure)
     assert "MIXPANEL_REGION='APAC'" in str(failure.step_failure_data.error)
+
+
+def _impatient(defs: Definitions) -> dict:
+    """The definitions' resources, with a Mixpanel client that gives up after two quick tries."""
+    mixpanel = MixpanelResource.from_env(max_attempts=2, retry_base_seconds=0.01, step_retries=0)
+    return {**defs.resources, "mixpanel": mixpanel}
+
+
+def test_an_export_that_keeps_failing_publishes_nothing(sandbox: LocalSandbox) -> None:
+    day = _yesterday()
+    defs = build_definitions()
+    raw = PartitionFiles(data_dir=str(sandbox.data_dir)).folder("mixpanel_raw_events", day)
+    with instance_for_test() as instance:
+        assert _materialize(defs, day, instance, resources=_impatient(defs)).success
+        published = raw.manifest()
+        sandbox.mixpanel.queue_fault(Fault(kind="terminated_early", count=2, after_lines=50))
+        result = _materialize(defs, day, instance, resources=_impatient(defs), raise_on_error=False)
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    assert "terminated early" in str(failure.step_failure_data.error)
+    assert raw.manifest() == published, "the earlier complete export stays the partition"
+    assert sorted(path.name for path in raw.path.iterdir()) == sorted(
+        ["manifest.json", *published["files"].values()]
+    )
+
+
+def test_a_legacy_project_in_local_time_lands_on_the_right_instants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = ZoneInfo("America/New_York")
+    day = datetime.now(zone).date() - timedelta(days=1)
+    with local_sandbox(
+        tmp_path / "data", timezone="America/New_York", time_regime="project_local"
+    ) as legacy:
+        for name, value in legacy.environment().items():
+            monkeypatch.setenv(name, value)
+        defs = build_definitions()
+        with instance_for_test() as instance:
+            assert _materialize(defs, day.isoformat(), instance).success
+        records = legacy.platform.dataset_records(legacy.dataset_id)
+    start = datetime.combine(day, datetime.min.time(), zone)
+    instants = [datetime.fromisoformat(stamp) for stamp in records["timestamp"]]
+    assert len(instants) > 0
+    assert all(start <= instant < start + timedelta(days=1) for instant in instants)

@@ -5,12 +5,10 @@ from datetime import UTC, date, datetime
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
-    Backoff,
     Failure,
-    Jitter,
     MaterializeResult,
     MetadataValue,
-    RetryPolicy,
+    RetryRequested,
     TableColumn,
     TableRecord,
     TableSchema,
@@ -20,7 +18,6 @@ from dagster import (
 
 from mixpanel_assets.mixpanel.event_time import epoch_seconds
 from mixpanel_assets.mixpanel.export_client import (
-    ExportQuery,
     ExportSummary,
     MixpanelExportError,
 )
@@ -42,11 +39,6 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
         pool=MIXPANEL_POOL,
         kinds={"mixpanel"},
         group_name="mixpanel_to_aep",
-        # Transient trouble (a Mixpanel outage outlasting the client's own retries) gets
-        # another go later; configuration errors fail at once (Failure(allow_retries=False)).
-        retry_policy=RetryPolicy(
-            max_retries=2, delay=60, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
-        ),
     )
     def mixpanel_raw_events(
         context: AssetExecutionContext, mixpanel: MixpanelResource, partition_files: PartitionFiles
@@ -54,7 +46,9 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
         """The day's Raw Event Export as received (gzip JSON lines) and a manifest.
 
         A day is exported only once it has closed in the project's timezone, and is published
-        only when complete; a re-run replaces it whole.
+        only when complete; a re-run replaces it whole. A Mixpanel outage that outlasts the
+        client's own retries makes the step try again later (``step_retries``); a refusal
+        (credentials, plan, access, timezone, URL) fails at once.
         """
         window = context.partition_time_window
         if window.end > datetime.now(UTC):
@@ -64,7 +58,7 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
                 allow_retries=False,
             )
         day = date.fromisoformat(context.partition_key)
-        query = ExportQuery(from_date=day, to_date=day)
+        query = mixpanel.query(day, day)
         try:
             client = mixpanel.get_client()
         except ConfigError as problem:
@@ -74,7 +68,13 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
             try:
                 summary = client.export_to_file(query, staging / "events.jsonl.gz")
             except MixpanelExportError as problem:
-                raise Failure(str(problem)) from None
+                if problem.transient and context.retry_number < mixpanel.step_retries:
+                    context.log.warning(f"{problem} Trying again later.")
+                    raise RetryRequested(
+                        max_retries=mixpanel.step_retries,
+                        seconds_to_wait=mixpanel.step_retry_delay_seconds,
+                    ) from problem
+                raise Failure(str(problem), allow_retries=False) from None
             request = {**query.params(client.project_id), "url": client.export_url}
             manifest = folder.publish(
                 {"events": staging / "events.jsonl.gz"}, _manifest(summary, request)

@@ -26,6 +26,8 @@ import orjson
 import requests
 import urllib3
 
+from mixpanel_assets.mixpanel.rate_budget import RateBudget
+
 REGION_EXPORT_URLS = {
     "US": "https://data.mixpanel.com/api/2.0/export",
     "EU": "https://data-eu.mixpanel.com/api/2.0/export",
@@ -36,7 +38,15 @@ _READ_SIZE = 256 * 1024
 
 
 class MixpanelExportError(RuntimeError):
-    """The export failed for a reason a retry will not fix; the message says what to do."""
+    """The export failed; the message says why and what to do.
+
+    ``transient`` is True when Mixpanel kept failing or cutting the export short through every
+    attempt (trying again later may work) and False when it refused the request.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class IncompleteExportError(RuntimeError):
@@ -52,6 +62,7 @@ class ExportQuery:
     events: tuple[str, ...] = ()
     where: str | None = None
     limit: int | None = None
+    time_in_ms: bool = False
 
     def params(self, project_id: str) -> dict[str, str]:
         params = {
@@ -65,6 +76,8 @@ class ExportQuery:
             params["where"] = self.where
         if self.limit is not None:
             params["limit"] = str(self.limit)
+        if self.time_in_ms:
+            params["time_in_ms"] = "true"
         return params
 
 
@@ -180,6 +193,7 @@ class MixpanelExportClient:
         max_attempts: int = 5,
         retry_base_seconds: float = 2.0,
         retry_max_seconds: float = 120.0,
+        budget: RateBudget | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.project_id = project_id
@@ -190,6 +204,7 @@ class MixpanelExportClient:
         self._max_attempts = max_attempts
         self._retry_base_seconds = retry_base_seconds
         self._retry_max_seconds = retry_max_seconds
+        self._budget = budget
         self._session = session or requests.Session()
 
     def export_to_file(self, query: ExportQuery, destination: Path) -> ExportSummary:
@@ -219,7 +234,8 @@ class MixpanelExportClient:
         raise MixpanelExportError(
             f"Mixpanel export of {query.from_date}..{query.to_date} from {self.export_url} did not "
             f"complete after {self._max_attempts} attempts; last problem: {last_problem}. "
-            "Nothing was published for these days; re-run them later."
+            "Nothing was published for these days; re-run them later.",
+            transient=True,
         )
 
     def count_events(self, query: ExportQuery) -> int:
@@ -241,6 +257,8 @@ class MixpanelExportClient:
         return summary
 
     def _get(self, query: ExportQuery) -> requests.Response:
+        if self._budget is not None:
+            self._budget.wait_for_turn()
         try:
             response = self._session.get(
                 self.export_url,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES
-from mixpanel_assets.mixpanel.export_client import REGION_EXPORT_URLS, MixpanelExportClient
+from mixpanel_assets.mixpanel.export_client import (
+    REGION_EXPORT_URLS,
+    ExportQuery,
+    MixpanelExportClient,
+)
+from mixpanel_assets.mixpanel.rate_budget import RateBudget
 from mixpanel_assets.settings import (
     ConfigError,
     env_or_default,
@@ -29,14 +39,35 @@ class MixpanelResource(ConfigurableResource):
     )
     project_timezone: str = Field(default="UTC", description="MIXPANEL_PROJECT_TIMEZONE")
     event_time: str = Field(default="utc", description="MIXPANEL_EVENT_TIME: utc or project_local")
+    events: list[str] = Field(
+        default_factory=list, description="Export only these event names (empty: all events)"
+    )
+    where: str = Field(
+        default="", description="Mixpanel segmentation expression every export is filtered by"
+    )
+    time_in_ms: bool = Field(default=False, description="Ask for millisecond event times")
+    queries_per_hour: int = Field(default=60, description="Mixpanel's export limit per project")
+    queries_per_second: int = Field(default=3, description="Mixpanel's export limit per project")
+    rate_state_dir: str = Field(
+        default="",
+        description="Folder of the shared rate budget; empty means $DAGSTER_HOME (or the temp dir)",
+    )
     read_timeout_seconds: float = 600.0
-    max_attempts: int = 5
+    max_attempts: int = Field(default=5, description="Attempts per export before the day fails")
     retry_base_seconds: float = 2.0
+    step_retries: int = Field(
+        default=2, description="Times the raw step tries again later after a transient failure"
+    )
+    step_retry_delay_seconds: float = 300.0
 
     @classmethod
-    def from_env(cls) -> MixpanelResource:
-        """Configured from the contract's variables (resolved by Dagster at launch)."""
+    def from_env(cls, **settings: Any) -> MixpanelResource:
+        """Configured from the contract's variables (resolved by Dagster at launch).
+
+        ``settings`` sets the fields that have no variable (filters, retries, budget).
+        """
         return cls(
+            **settings,
             project_id=EnvVar("MIXPANEL_PROJECT_ID"),
             service_account_username=EnvVar("MIXPANEL_SERVICE_ACCOUNT_USERNAME"),
             service_account_secret=EnvVar("MIXPANEL_SERVICE_ACCOUNT_SECRET"),
@@ -93,4 +124,26 @@ class MixpanelResource(ConfigurableResource):
             read_timeout_seconds=self.read_timeout_seconds,
             max_attempts=self.max_attempts,
             retry_base_seconds=self.retry_base_seconds,
+            budget=RateBudget(
+                self._rate_state_dir() / f"mixpanel-export-budget-{self.project_id.strip()}.json",
+                per_hour=self.queries_per_hour,
+                per_second=self.queries_per_second,
+            ),
         )
+
+    def query(self, first_day: date, last_day: date, extra_where: str = "") -> ExportQuery:
+        """An export of whole days with the configured filters (and ``extra_where`` too)."""
+        parts = [part for part in (self.where, extra_where) if part]
+        where = " and ".join(f"({part})" for part in parts) if len(parts) > 1 else "".join(parts)
+        return ExportQuery(
+            from_date=first_day,
+            to_date=last_day,
+            events=tuple(self.events),
+            where=where or None,
+            time_in_ms=self.time_in_ms,
+        )
+
+    def _rate_state_dir(self) -> Path:
+        """Where every run on this machine finds the same budget."""
+        folder = self.rate_state_dir or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
+        return Path(folder) / "mixpanel_assets"

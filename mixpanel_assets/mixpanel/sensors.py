@@ -8,6 +8,7 @@ day is re-requested only after a re-run moved its watermark and newer events arr
 """
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 from dagster import (
@@ -23,7 +24,7 @@ from dagster import (
 )
 
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS, WATERMARK
-from mixpanel_assets.mixpanel.export_client import ExportQuery, MixpanelExportError
+from mixpanel_assets.mixpanel.export_client import MixpanelExportError
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 
 RECENT_DAYS = 5
@@ -59,7 +60,7 @@ def build_late_events_sensor(
             if watermark is None or requested.get(key) == watermark:
                 continue
             day = date.fromisoformat(key)
-            query = ExportQuery(day, day, where=late_events_where(watermark), limit=1)
+            query = replace(mixpanel.query(day, day, late_events_where(watermark)), limit=1)
             try:
                 late = client.count_events(query)
             except MixpanelExportError as problem:

@@ -50,7 +50,7 @@ GZIP_MIN_BYTES = 1400  # Mixpanel gzips only responses over 1400 bytes
 _UNSUPPORTED_WHERE = (
     'the local emulator supports only where expressions properties["mp_processing_time_ms"] <op> N'
     ' and number(properties["mp_processing_time_ms"]) <op> N, with <op> one of > >= < <= ==,'
-    " possibly joined by ' and '"
+    " (each possibly in parentheses) joined by ' and '"
 )
 _WHERE_CLAUSE = re.compile(
     r'\s*(?P<number>number\(\s*)?properties\["mp_processing_time_ms"\](?(number)\s*\))'
@@ -682,7 +682,7 @@ def _parse_where(value: str | None) -> Callable[[dict[str, Any]], bool] | None:
         return None
     clauses = []
     for text in value.split(" and "):
-        match = _WHERE_CLAUSE.fullmatch(text)
+        match = _WHERE_CLAUSE.fullmatch(_without_parentheses(text))
         if match is None:
             raise _ApiError(400, f"unsupported where expression {value!r}: {_UNSUPPORTED_WHERE}")
         clauses.append((_OPERATORS[match["op"]], float(match["value"])))
@@ -694,6 +694,13 @@ def _parse_where(value: str | None) -> Callable[[dict[str, Any]], bool] | None:
         return all(compare(processed, bound) for compare, bound in clauses)
 
     return matches
+
+
+def _without_parentheses(clause: str) -> str:
+    clause = clause.strip()
+    while clause.startswith("(") and clause.endswith(")"):
+        clause = clause[1:-1].strip()
+    return clause
 
 
 def _parse_limit(value: str | None) -> int | None:

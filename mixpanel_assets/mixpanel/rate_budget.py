@@ -1,0 +1,81 @@
+"""Mixpanel's export query limits, shared by every process that uses the same state file.
+
+The Raw Event Export API allows 60 queries an hour and 3 a second per project; going over earns
+429s. Runs, retries and the late-events sensor's probes all draw from one budget: each query
+reserves the earliest slot that keeps both windows under their limits, under an exclusive file
+lock, and waits for it. Slots are handed out in order, so a large backfill queues behind what
+came first instead of starting a storm of 429s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HOUR = 3600.0
+SECOND = 1.0
+# Requests reach Mixpanel a little later than they leave, not all equally late: keep a margin so
+# that two queries a window apart here are still a window apart there.
+MARGIN = 0.1
+
+
+class RateBudget:
+    def __init__(
+        self,
+        state_path: Path,
+        *,
+        per_hour: int = 60,
+        per_second: int = 3,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_hour < 1 or per_second < 1:
+            raise ValueError(
+                "the Mixpanel rate budget needs at least one query per hour and second"
+            )
+        self._state_path = state_path
+        self._limits = ((per_hour, HOUR), (per_second, SECOND))
+        self._clock = clock
+        self._sleep = sleep
+
+    def wait_for_turn(self) -> float:
+        """Block until this process may send one query; returns the seconds waited."""
+        delay = self.reserve() - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+        return max(delay, 0.0)
+
+    def reserve(self) -> float:
+        """Book the next free slot (epoch seconds) and return it."""
+        self._state_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._state_path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            now = self._clock()
+            slots = [slot for slot in self._load() if slot > now - HOUR]
+            slot = max([now, *slots])
+            moved = True
+            while moved:
+                moved = False
+                for limit, window in self._limits:
+                    recent = [earlier for earlier in slots if earlier > slot - window]
+                    if len(recent) >= limit:
+                        slot = recent[-limit] + window + MARGIN
+                        moved = True
+            slots.append(slot)
+            self._save(slots)
+        return slot
+
+    def _load(self) -> list[float]:
+        try:
+            return sorted(json.loads(self._state_path.read_text()))
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def _save(self, slots: list[float]) -> None:
+        temporary = self._state_path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(slots))
+        os.replace(temporary, self._state_path)
