@@ -10,6 +10,7 @@ from dagster import (
     ScheduleDefinition,
     build_schedule_from_partitioned_job,
     define_asset_job,
+    in_process_executor,
 )
 
 from mixpanel_assets import settings
@@ -28,8 +29,12 @@ DAILY_JOB = "daily_ingestion_job"
 SETTLE_HOURS = 1
 
 
-def build_definitions() -> Definitions:
-    """Everything, built from the environment as it is now."""
+def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
+    """Everything, built from the environment as it is now.
+
+    ``mixpanel`` replaces the Mixpanel resource, e.g. to set its filters, retries or rate
+    budget in code (``MixpanelResource.from_env(days_per_request=14)``).
+    """
     partitions = DailyPartitionsDefinition(
         start_date=settings.start_date().isoformat(), timezone=settings.project_timezone()
     )
@@ -42,8 +47,10 @@ def build_definitions() -> Definitions:
         asset_checks=build_xdm_checks(partitions),
         schedules=[build_daily_ingestion_schedule()],
         sensors=[build_late_events_sensor(partitions, DAILY_JOB)],
+        # A day's steps run one after another; a process per step would only add start-up time.
+        executor=in_process_executor,
         resources={
-            "mixpanel": MixpanelResource.from_env(),
+            "mixpanel": mixpanel or MixpanelResource.from_env(),
             "xdm_mapping": XdmMappingResource.from_env(),
             "aep": AEPResource.from_env(),
             "partition_files": PartitionFiles(

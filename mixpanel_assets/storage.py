@@ -82,5 +82,8 @@ class PartitionFiles(ConfigurableResource):
 
     data_dir: str = "./data"
 
+    def asset_dir(self, asset: str) -> Path:
+        return Path(self.data_dir).resolve() / asset
+
     def folder(self, asset: str, partition_key: str) -> PartitionFolder:
-        return PartitionFolder(Path(self.data_dir).resolve() / asset / partition_key)
+        return PartitionFolder(self.asset_dir(asset) / partition_key)

@@ -1,6 +1,7 @@
 """``mixpanel_raw_events``: one closed project day of the Raw Event Export, byte-faithful."""
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -16,10 +17,17 @@ from dagster import (
     asset,
 )
 
+from mixpanel_assets.mixpanel.backfill_batching import (
+    BACKFILL_TAG,
+    BackfillStaging,
+    backfill_block,
+)
 from mixpanel_assets.mixpanel.event_time import epoch_seconds
 from mixpanel_assets.mixpanel.export_client import (
     ExportSummary,
+    MixpanelExportClient,
     MixpanelExportError,
+    UnsplittableExportError,
 )
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
@@ -58,15 +66,17 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
                 allow_retries=False,
             )
         day = date.fromisoformat(context.partition_key)
-        query = mixpanel.query(day, day)
         try:
             client = mixpanel.get_client()
         except ConfigError as problem:
             raise Failure(str(problem), allow_retries=False) from None
         folder = partition_files.folder(RAW_EVENTS, context.partition_key)
         with folder.staging() as staging:
+            target = staging / "events.jsonl.gz"
             try:
-                summary = client.export_to_file(query, staging / "events.jsonl.gz")
+                summary, request = _export_day(
+                    context, day, mixpanel, client, partition_files, target
+                )
             except MixpanelExportError as problem:
                 if problem.transient and context.retry_number < mixpanel.step_retries:
                     context.log.warning(f"{problem} Trying again later.")
@@ -75,10 +85,8 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
                         seconds_to_wait=mixpanel.step_retry_delay_seconds,
                     ) from problem
                 raise Failure(str(problem), allow_retries=False) from None
-            request = {**query.params(client.project_id), "url": client.export_url}
-            manifest = folder.publish(
-                {"events": staging / "events.jsonl.gz"}, _manifest(summary, request)
-            )
+            request = {**request, "url": client.export_url}
+            manifest = folder.publish({"events": target}, _manifest(summary, request))
         context.log.info(
             f"exported {summary.line_count} events ({summary.byte_count} bytes) for {day} "
             f"in {summary.attempts} attempt(s)"
@@ -86,6 +94,38 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
         return MaterializeResult(metadata=_metadata(summary, manifest, folder.file("events")))
 
     return mixpanel_raw_events
+
+
+def _export_day(
+    context: AssetExecutionContext,
+    day: date,
+    mixpanel: MixpanelResource,
+    client: MixpanelExportClient,
+    partition_files: PartitionFiles,
+    target: Path,
+) -> tuple[ExportSummary, dict[str, str]]:
+    """The day's export in ``target``: alone, or from its backfill block's shared request."""
+    backfill_id = context.run.tags.get(BACKFILL_TAG)
+    days = (
+        backfill_block(context.instance, backfill_id, day, mixpanel.days_per_request)
+        if backfill_id and mixpanel.days_per_request > 1
+        else [day]
+    )
+    if len(days) == 1:
+        query = mixpanel.query(day, day)
+        return client.export_to_file(query, target), query.params(client.project_id)
+    staging_dir = partition_files.asset_dir(RAW_EVENTS) / f".backfill-{backfill_id}"
+    with BackfillStaging(staging_dir).locked() as staging:
+        if not staging.has(day):
+            query = mixpanel.query(days[0], days[-1])
+            context.log.info(f"exporting {days[0]}..{days[-1]} in one request for the backfill")
+            try:
+                staging.stage(client, query, mixpanel.export_day_of)
+            except UnsplittableExportError as problem:
+                context.log.warning(f"{problem}; exporting {day} on its own")
+                single = mixpanel.query(day, day)
+                return client.export_to_file(single, target), single.params(client.project_id)
+        return staging.take(day, target)
 
 
 def _manifest(summary: ExportSummary, request: dict[str, str]) -> dict[str, object]:

@@ -7,7 +7,7 @@ created before 2023 store it as the project's local wall-clock time encoded as i
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from zoneinfo import ZoneInfo
 
@@ -35,3 +35,15 @@ def event_time_utc(raw_time: int | float, *, regime: str, timezone: str) -> date
         return instant
     wall_clock = instant.replace(tzinfo=_zone(timezone))
     return wall_clock.astimezone(UTC)
+
+
+def export_day(raw_time: int | float, *, regime: str, timezone: str) -> date:
+    """The export day (``from_date``/``to_date``) Mixpanel files an event under.
+
+    Legacy projects store local wall-clock time, so its calendar date read as UTC is already the
+    project-local day; otherwise the true instant is placed in the project's timezone.
+    """
+    instant = datetime.fromtimestamp(epoch_seconds(raw_time), UTC)
+    if regime == "utc":
+        instant = instant.astimezone(_zone(timezone))
+    return instant.date()

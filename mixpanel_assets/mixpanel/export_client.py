@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 import requests
@@ -35,6 +35,7 @@ REGION_EXPORT_URLS = {
 }
 _TRUNCATION_MARKERS = (b"terminated early", b"export terminated early")
 _READ_SIZE = 256 * 1024
+_Result = TypeVar("_Result")
 
 
 class MixpanelExportError(RuntimeError):
@@ -155,6 +156,50 @@ class _LineScanner:
             self._on_line(line)
 
 
+class UnsplittableExportError(MixpanelExportError):
+    """A multi-day export held a line whose day cannot be told."""
+
+
+class _DaySplitter:
+    """Routes each line of a multi-day export to its day's gzip file and summary."""
+
+    def __init__(self, destinations: dict[date, Path], day_of: Callable[[Any], date]) -> None:
+        self._destinations = destinations
+        self._day_of = day_of
+        self._files: dict[date, gzip.GzipFile] = {}
+        self._summaries = {day: ExportSummary() for day in destinations}
+        self._digests = {day: hashlib.sha256() for day in destinations}
+
+    def __enter__(self) -> _DaySplitter:
+        for day, path in self._destinations.items():
+            self._files[day] = gzip.GzipFile(path, mode="wb", compresslevel=1, mtime=0)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for file in self._files.values():
+            file.close()
+
+    def route(self, line: bytes) -> None:
+        try:
+            day = self._day_of(orjson.loads(line)["properties"]["time"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
+            day = None
+        if day not in self._files:
+            raise UnsplittableExportError(
+                f"a line of the multi-day export belongs to no requested day ({line[:80]!r}...)"
+            )
+        data = line + b"\n"
+        self._files[day].write(data)
+        self._digests[day].update(data)
+        self._summaries[day].byte_count += len(data)
+        self._summaries[day].observe(line)
+
+    def summaries(self) -> dict[date, ExportSummary]:
+        for day, summary in self._summaries.items():
+            summary.sha256 = self._digests[day].hexdigest()
+        return self._summaries
+
+
 class _GzipStreamReader:
     """Decompresses gzip members one after another, noticing a stream cut short."""
 
@@ -213,10 +258,28 @@ class MixpanelExportClient:
         Each attempt writes ``destination`` from scratch, so a failed attempt leaves nothing
         behind that could be mistaken for the export; the caller publishes the file atomically.
         """
+        summary = self._with_retries(query, lambda: self._export_once(query, destination))
+        return summary
+
+    def export_days_to_files(
+        self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
+    ) -> dict[date, ExportSummary]:
+        """One request for several days, split into one gzip file per day as it streams.
+
+        ``day_of`` gives the export day of an event's ``time``. A line whose day cannot be told
+        or lies outside ``destinations`` raises ``UnsplittableExportError``: export those days
+        one at a time instead.
+        """
+        summaries = self._with_retries(
+            query, lambda: self._export_split_once(query, destinations, day_of)
+        )
+        return summaries
+
+    def _with_retries(self, query: ExportQuery, attempt_export: Callable[[], _Result]) -> _Result:
         last_problem = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
-                summary = self._export_once(query, destination)
+                result = attempt_export()
             except IncompleteExportError as problem:
                 last_problem = str(problem)
                 retry_after = None
@@ -227,8 +290,9 @@ class MixpanelExportClient:
                 last_problem = status.message
                 retry_after = status.retry_after
             else:
-                summary.attempts = attempt
-                return summary
+                for summary in result.values() if isinstance(result, dict) else [result]:
+                    summary.attempts = attempt
+                return result
             if attempt < self._max_attempts:
                 time.sleep(self._backoff_seconds(attempt, retry_after))
         raise MixpanelExportError(
@@ -255,6 +319,15 @@ class MixpanelExportClient:
         summary.sha256 = scanner.finish()
         summary.byte_count = scanner.byte_count
         return summary
+
+    def _export_split_once(
+        self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
+    ) -> dict[date, ExportSummary]:
+        with _DaySplitter(destinations, day_of) as splitter, self._get(query) as response:
+            scanner = _LineScanner(splitter.route)
+            _consume(response, scanner, file=None)
+            scanner.finish()
+        return splitter.summaries()
 
     def _get(self, query: ExportQuery) -> requests.Response:
         if self._budget is not None:

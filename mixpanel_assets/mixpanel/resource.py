@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES
+from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES, export_day
 from mixpanel_assets.mixpanel.export_client import (
     REGION_EXPORT_URLS,
     ExportQuery,
@@ -59,6 +59,11 @@ class MixpanelResource(ConfigurableResource):
         default=2, description="Times the raw step tries again later after a transient failure"
     )
     step_retry_delay_seconds: float = 300.0
+    days_per_request: int = Field(
+        default=7,
+        description="Days one export request covers in a backfill (Mixpanel advises 1-2 million "
+        "events per request)",
+    )
 
     @classmethod
     def from_env(cls, **settings: Any) -> MixpanelResource:
@@ -141,6 +146,12 @@ class MixpanelResource(ConfigurableResource):
             events=tuple(self.events),
             where=where or None,
             time_in_ms=self.time_in_ms,
+        )
+
+    def export_day_of(self, raw_time: Any) -> date:
+        """The export day Mixpanel files an event of this project under."""
+        return export_day(
+            raw_time, regime=self.checked_event_time(), timezone=self.project_timezone
         )
 
     def _rate_state_dir(self) -> Path:
