@@ -24,9 +24,6 @@ from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_checks, build_xdm_e
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
 DAILY_JOB = "daily_ingestion_job"
-# The schedule fires this long after midnight in the project's timezone, so that events
-# Mixpanel is still processing at midnight land in the day's first export.
-SETTLE_HOURS = 1
 
 
 def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
@@ -45,8 +42,34 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
             build_aep_ingested_batches(partitions),
         ],
         asset_checks=build_xdm_checks(partitions),
-        schedules=[build_daily_ingestion_schedule()],
-        sensors=[build_late_events_sensor(partitions, DAILY_JOB)],
+        schedules=[
+            build_daily_ingestion_schedule(
+                settings.int_setting(
+                    "MIXPANEL_ASSETS_SETTLE_MINUTES",
+                    60,
+                    0,
+                    23 * 60 + 59,
+                    "the minutes to wait after midnight before exporting the day",
+                )
+            )
+        ],
+        sensors=[
+            build_late_events_sensor(
+                partitions,
+                DAILY_JOB,
+                recent_days=settings.int_setting(
+                    "MIXPANEL_ASSETS_LATE_DAYS", 5, 1, 60, "the recent days to watch"
+                ),
+                interval_seconds=60
+                * settings.int_setting(
+                    "MIXPANEL_ASSETS_LATE_CHECK_MINUTES",
+                    60,
+                    1,
+                    24 * 60,
+                    "the minutes between two checks for late events",
+                ),
+            )
+        ],
         # A day's steps run one after another; a process per step would only add start-up time.
         executor=in_process_executor,
         resources={
@@ -60,8 +83,12 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
     )
 
 
-def build_daily_ingestion_schedule() -> ScheduleDefinition:
-    """The schedule and, through it, the job that runs the three assets for one day."""
+def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
+    """The schedule and, through it, the job that runs the three assets for one day.
+
+    It fires ``settle_minutes`` after midnight in the project's timezone, so that events Mixpanel
+    is still processing at midnight land in the day's first export.
+    """
     job = define_asset_job(
         name=DAILY_JOB,
         selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
@@ -70,8 +97,8 @@ def build_daily_ingestion_schedule() -> ScheduleDefinition:
     return build_schedule_from_partitioned_job(
         job,
         name="daily_ingestion_schedule",
-        hour_of_day=SETTLE_HOURS,
-        minute_of_hour=0,
+        hour_of_day=settle_minutes // 60,
+        minute_of_hour=settle_minutes % 60,
         default_status=DefaultScheduleStatus.RUNNING,
         description="Each day after it closes in the project's timezone, runs the chain for it.",
     )

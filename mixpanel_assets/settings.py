@@ -68,3 +68,20 @@ def validate_timezone(name: str) -> str:
             "Mixpanel project's settings, e.g. UTC or America/Los_Angeles."
         ) from None
     return name
+
+
+def int_setting(name: str, default: int, minimum: int, maximum: int, meaning: str) -> int:
+    """An optional whole-number variable read when the code location loads."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if not minimum <= number <= maximum:
+        raise ConfigError(
+            f"{name}={value!r} is not valid: give {meaning} as a whole number from {minimum} "
+            f"to {maximum} (default {default})."
+        )
+    return number

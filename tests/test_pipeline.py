@@ -227,3 +227,16 @@ def test_a_legacy_project_in_local_time_lands_on_the_right_instants(
     instants = [datetime.fromisoformat(stamp) for stamp in records["timestamp"]]
     assert len(instants) > 0
     assert all(start <= instant < start + timedelta(days=1) for instant in instants)
+
+
+def test_automation_settings_come_from_the_environment(
+    sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIXPANEL_ASSETS_SETTLE_MINUTES", "150")
+    monkeypatch.setenv("MIXPANEL_ASSETS_LATE_CHECK_MINUTES", "15")
+    defs = build_definitions()
+    assert defs.resolve_schedule_def("daily_ingestion_schedule").cron_schedule == "30 2 * * *"
+    assert defs.resolve_sensor_def("late_events_sensor").minimum_interval_seconds == 900
+    monkeypatch.setenv("MIXPANEL_ASSETS_LATE_DAYS", "many")
+    with pytest.raises(ConfigError, match="MIXPANEL_ASSETS_LATE_DAYS='many' is not valid"):
+        build_definitions()
