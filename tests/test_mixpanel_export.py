@@ -2,8 +2,9 @@
 
 import gzip
 import hashlib
+import multiprocessing
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -176,7 +177,20 @@ def test_the_late_events_probe_counts_only_events_after_the_watermark(
     assert client.count_events(unlimited) == 5
 
 
-def test_concurrent_clients_share_one_budget_and_never_see_429(tmp_path: Path) -> None:
+def _export_with_shared_budget(export_url: str, budget_path: Path, target: Path) -> None:
+    """One process's export, paced by the budget file every process shares."""
+    client = MixpanelExportClient(
+        project_id="2384945",
+        username=USERNAME,
+        secret=SECRET,
+        export_url=export_url,
+        max_attempts=1,
+        budget=RateBudget(budget_path, per_hour=60, per_second=2),
+    )
+    client.export_to_file(ExportQuery(DAY, DAY), target)
+
+
+def test_processes_share_one_budget_and_never_see_429(tmp_path: Path) -> None:
     with MixpanelEmulator(
         username=USERNAME,
         secret=SECRET,
@@ -184,14 +198,19 @@ def test_concurrent_clients_share_one_budget_and_never_see_429(tmp_path: Path) -
         today=lambda: date(2026, 11, 10),
         max_requests_per_second=2,
     ) as limited:
-
-        def export(index: int) -> None:
-            budget = RateBudget(tmp_path / "budget.json", per_hour=60, per_second=2)
-            client = _client(limited, budget=budget, max_attempts=1)
-            client.export_to_file(ExportQuery(DAY, DAY), tmp_path / f"{index}.gz")
-
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            list(pool.map(export, range(6)))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=3, mp_context=context) as pool:
+            jobs = [
+                pool.submit(
+                    _export_with_shared_budget,
+                    limited.export_url,
+                    tmp_path / "budget.json",
+                    tmp_path / f"{index}.gz",
+                )
+                for index in range(6)
+            ]
+            for job in jobs:
+                job.result()
         log = limited.request_log
     assert [entry.status for entry in log] == [200] * 6
     arrivals = sorted(entry.monotonic for entry in log)
