@@ -31,8 +31,12 @@ test: $(INSTALLED)  ## the whole test suite (what CI runs)
 	$(BIN)/ruff check mixpanel_assets tests bench
 	$(BIN)/python -m pytest
 
-bench: $(INSTALLED)  ## the benchmarks, printing their figures
-	$(BIN)/python -m bench.run
+$(VENV)/.bench-installed: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed  ## the benchmarks, printing their figures (BENCH_ARGS=--events 5000000)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check mixpanel_assets tests bench
