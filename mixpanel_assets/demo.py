@@ -1,8 +1,10 @@
 """``make demo``: the daily job for the last few closed days, offline, on the local sandbox.
 
-Starts the emulators, points the contract's variables at them, runs ``daily_ingestion_job`` for
-each day in the Dagster instance of ``DAGSTER_HOME`` and prints what travelled where. Run it
-twice: the second run replays each day's batch, and the platform still holds every event once.
+Starts the emulators, provisions the AEP schema and dataset through the platform APIs (as
+``python -m mixpanel_assets.aep.provision`` does against real AEP; a second run finds them),
+points the contract's variables at them, runs ``daily_ingestion_job`` for each day in the
+Dagster instance of ``DAGSTER_HOME`` and prints what travelled where. Run it twice: the second
+run replays each day's batch, and the platform still holds every event once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def main() -> int:
         assert job.partitions_def is not None
         days = job.partitions_def.get_partition_keys()[-DEMO_DAYS:]
         print(f"local sandbox: Mixpanel {sandbox.mixpanel.export_url}, AEP {sandbox.platform.url}")
+        print("AEP schema and dataset, provisioned through the platform APIs:")
+        for line in sandbox.provisioned.report():
+            print(f"  {line}")
+        print(f"AEP dataset id: {sandbox.dataset_id}\n")
         print(f"running {DAILY_JOB} for {', '.join(days)}\n")
         rows, failed = [], []
         with _instance() as instance:

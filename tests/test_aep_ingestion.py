@@ -1,24 +1,27 @@
-"""The AEP client and the day loader against the platform emulator over real HTTP."""
+"""The AEP client, the day loader and the day's replay chain against the platform emulator."""
 
 import gzip
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+import requests
 
 from mixpanel_assets.aep.client import AEPClient, AEPError
 from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     batch_failed,
     describe_failure,
-    live_batches,
     load_day,
 )
+from mixpanel_assets.aep.replay import settle_day
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 
 SECRET = "client-s3cret"
 TENANT = "acme"
+DAY_TAGS = {"mixpanelAssetsPartition": "1/2026-11-01"}
 
 
 @pytest.fixture
@@ -63,8 +66,8 @@ def _records_file(path: Path, records: list[dict]) -> Path:
 def _request(dataset_id: str, predecessors: list[str] = (), **changes: object) -> DayBatchRequest:
     settings: dict = {
         "dataset_id": dataset_id,
-        "external_id": "mixpanel-1-2026-11-01-test",
-        "tags": {"mixpanelAssetsPartition": ["1/2026-11-01"]},
+        "external_id": f"mixpanel-1-2026-11-01-{time.time_ns()}",
+        "tags": {name: [value] for name, value in DAY_TAGS.items()},
         "predecessors": list(predecessors),
         "max_file_bytes": 200_000_000,
         "partial_ingestion_percent": 0.0,
@@ -74,8 +77,19 @@ def _request(dataset_id: str, predecessors: list[str] = (), **changes: object) -
     return DayBatchRequest(**{**settings, **changes})
 
 
-def _ims_requests(platform: PlatformEmulator) -> int:
-    return sum(entry.path == "/ims/token/v3" for entry in platform.request_log)
+def _settle(client: AEPClient, dataset_id: str, known: list[str] = ()):
+    return settle_day(
+        client,
+        dataset_id=dataset_id,
+        tags=DAY_TAGS,
+        known_batch_ids=known,
+        timeout_seconds=30,
+        poll_seconds=0.02,
+    )
+
+
+def _requests_to(platform: PlatformEmulator, path: str) -> list[int]:
+    return [entry.status for entry in platform.request_log if entry.path == path]
 
 
 def test_a_day_loads_in_files_under_the_size_limit(
@@ -93,19 +107,91 @@ def test_a_day_loads_in_files_under_the_size_limit(
     stored = platform.dataset_records(dataset)
     assert sorted(stored["_id"]) == [f"id{i:06d}" for i in range(500)]
     assert platform.batch(result.batch_id)["inputFormat"]["format"] == "json"
-    assert _ims_requests(platform) == 1, "the token is fetched once and reused"
+    assert len(_requests_to(platform, "/ims/token/v3")) == 1, "one token, reused"
 
 
-def test_a_replay_replaces_the_previous_batch(platform: PlatformEmulator, tmp_path: Path) -> None:
+def test_the_catalog_alone_finds_the_batch_a_re_run_must_replace(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
     dataset = platform.create_dataset("events")
     client = _client(platform)
     records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(50)])
+    assert _settle(client, dataset).live == []
     first = load_day(client, records, _request(dataset), tmp_path)
-    assert live_batches(client, [first.batch_id]) == [first.batch_id]
-    second = load_day(client, records, _request(dataset, [first.batch_id]), tmp_path)
-    assert live_batches(client, [first.batch_id, second.batch_id]) == [second.batch_id]
+
+    settled = _settle(client, dataset)  # nothing remembered: found by the day's tag
+    assert settled.live == [first.batch_id] and settled.aborted == []
+    second = load_day(client, records, _request(dataset, settled.live), tmp_path)
+
+    assert _settle(client, dataset, [first.batch_id]).live == [second.batch_id]
     stored = platform.dataset_records(dataset)
     assert len(stored) == 50 and set(stored["batch_id"]) == {second.batch_id}
+    assert platform.batch(first.batch_id)["tags"]["acp_successor"] == [second.batch_id]
+
+
+def test_settling_a_day_aborts_a_dead_run_and_waits_for_one_in_flight(
+    tmp_path: Path,
+) -> None:
+    with PlatformEmulator(
+        tmp_path, tenant_id=TENANT, client_secret=SECRET, processing_seconds=0.6
+    ) as platform:
+        dataset = platform.create_dataset("events")
+        other_dataset = platform.create_dataset("elsewhere")
+        client = _client(platform)
+        tags = {name: [value] for name, value in DAY_TAGS.items()}
+        dead = client.create_batch(
+            dataset_id=dataset,
+            external_id="dead",
+            predecessors=[],
+            tags=tags,
+            partial_ingestion_percent=0,
+        )
+        in_flight = client.create_batch(
+            dataset_id=dataset,
+            external_id="flying",
+            predecessors=[],
+            tags=tags,
+            partial_ingestion_percent=0,
+        )
+        part = tmp_path / "part.json"
+        part.write_bytes(orjson.dumps(_record(1)) + b"\n")
+        client.upload_file(in_flight, dataset, "part.json", part)
+        client.complete_batch(in_flight)
+        elsewhere = client.create_batch(
+            dataset_id=other_dataset,
+            external_id="x",
+            predecessors=[],
+            tags={},
+            partial_ingestion_percent=0,
+        )
+
+        settled = _settle(client, dataset, [elsewhere, "01UNKNOWNBATCH"])
+
+        assert settled.aborted == [dead]
+        assert settled.live == [in_flight], "waited for until it went live"
+        assert platform.batch(dead)["status"] == "aborted"
+        assert platform.batch(elsewhere)["status"] == "loading", "another dataset's: untouched"
+
+
+def test_an_abandoned_batch_of_the_day_is_left_alone(tmp_path: Path) -> None:
+    with PlatformEmulator(
+        tmp_path, tenant_id=TENANT, client_secret=SECRET, abandon_after_seconds=0.05
+    ) as platform:
+        dataset = platform.create_dataset("events")
+        client = _client(platform)
+        tags = {name: [value] for name, value in DAY_TAGS.items()}
+        left = client.create_batch(
+            dataset_id=dataset,
+            external_id="x",
+            predecessors=[],
+            tags=tags,
+            partial_ingestion_percent=0,
+        )
+        time.sleep(0.1)
+        assert _settle(client, dataset) == _settle(client, dataset, [left])
+        settled = _settle(client, dataset)
+        assert (settled.live, settled.aborted) == ([], [])
+        assert platform.batch(left)["status"] == "abandoned"
 
 
 def test_a_rejected_batch_says_which_records_and_why(
@@ -119,8 +205,38 @@ def test_a_rejected_batch_says_which_records_and_why(
     assert batch_failed(result)
     message = describe_failure(result)
     assert "failed" in message and "2 of 3 records failed" in message
-    assert "INGEST-1212-400" in message
+    assert "INGEST-1212-400" in message and "INGEST-1555-400" in message
+    assert "1550 (_id id000001): #/timestamp" in message, "the failed rows, with their _id"
+    assert "1555,1550 (_id id000002): #/eventType null or empty value" in message
+    assert "u1" not in message, "the record's content stays out of the message"
     assert platform.dataset_records(dataset).empty
+
+
+def test_a_batch_aep_fails_names_aeps_reason(platform: PlatformEmulator, tmp_path: Path) -> None:
+    dataset = platform.create_dataset("events")
+    platform.fail_next_batch("INGEST-2301-500", "The storage layer is unavailable.")
+    records = _records_file(tmp_path / "r.gz", [_record(0)])
+    result = load_day(_client(platform), records, _request(dataset), tmp_path)
+    assert batch_failed(result)
+    assert "INGEST-2301-500: The storage layer is unavailable." in describe_failure(result)
+    assert platform.batch(result.batch_id)["status"] == "failed"
+
+
+def test_partial_ingestion_keeps_the_accepted_rows_and_reports_the_rest(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
+    dataset = platform.create_dataset("events")
+    platform.reject_rows_of_next_batch(1)
+    records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(10)])
+    result = load_day(
+        _client(platform), records, _request(dataset, partial_ingestion_percent=20), tmp_path
+    )
+    assert not batch_failed(result)
+    assert (result.record_count, result.failed_record_count) == (9, 1)
+    assert result.failed_percent == pytest.approx(10.0)
+    (row,) = result.failed_rows
+    assert row["_errors"][0]["code"] == "1550"
+    assert len(platform.dataset_records(dataset)) == 9
 
 
 def test_a_failure_after_creation_aborts_the_batch(
@@ -135,14 +251,60 @@ def test_a_failure_after_creation_aborts_the_batch(
     assert batch["status"] == "aborted"
 
 
+def test_a_create_whose_answer_was_lost_leaves_no_loading_batch(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
+    dataset = platform.create_dataset("events")
+    platform.queue_fault("POST", "/data/foundation/import/batches", 502, after_handling=True)
+    records = _records_file(tmp_path / "r.gz", [_record(0)])
+    with pytest.raises(AEPError, match="HTTP 502"):
+        load_day(_client(platform), records, _request(dataset), tmp_path)
+    (batch,) = platform.batches(dataset)
+    assert batch["status"] == "aborted", "AEP made it; the loader found it and aborted it"
+
+
 def test_transient_errors_are_retried(platform: PlatformEmulator, tmp_path: Path) -> None:
     dataset = platform.create_dataset("events")
+    platform.queue_fault("POST", "/ims/token/v3", 503, count=2, retry_after=0)
     platform.queue_fault("PUT", "/data/foundation/import/batches", 503, count=2, retry_after=0)
     platform.queue_fault("POST", "/data/foundation/import/batches", 429, retry_after=0)
     records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(10)])
     result = load_day(_client(platform), records, _request(dataset), tmp_path)
     assert result.status == "success" and result.record_count == 10
     assert len(platform.batches(dataset)) == 1, "a retried create made one batch, not two"
+    assert _requests_to(platform, "/ims/token/v3") == [503, 503, 200]
+
+
+def test_complete_is_retried_safely(platform: PlatformEmulator, tmp_path: Path) -> None:
+    dataset = platform.create_dataset("events")
+    # COMPLETE is carried out, but its answer is lost: the retry must not process twice.
+    platform.queue_fault("POST", "/data/foundation/import/batches/", 500, after_handling=True)
+    records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(10)])
+    result = load_day(_client(platform), records, _request(dataset), tmp_path)
+    assert result.status == "success" and result.record_count == 10
+    assert len(platform.dataset_records(dataset)) == 10
+    completes = [
+        entry.status
+        for entry in platform.request_log
+        if entry.method == "POST" and entry.path.endswith(result.batch_id)
+    ]
+    assert completes == [500, 200]
+
+
+def test_a_short_lived_token_is_renewed_before_aep_refuses_it(tmp_path: Path) -> None:
+    with PlatformEmulator(
+        tmp_path,
+        tenant_id=TENANT,
+        client_secret=SECRET,
+        token_lifetime_seconds=1,
+        processing_seconds=1.1,
+    ) as platform:
+        dataset = platform.create_dataset("events")
+        records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(10)])
+        result = load_day(_client(platform), records, _request(dataset), tmp_path)
+        assert result.status == "success"
+        assert len(_requests_to(platform, "/ims/token/v3")) >= 2
+        assert all(entry.status != 401 for entry in platform.request_log)
 
 
 def test_a_refused_token_is_renewed_once(platform: PlatformEmulator) -> None:
@@ -153,7 +315,7 @@ def test_a_refused_token_is_renewed_once(platform: PlatformEmulator) -> None:
         dataset_id=dataset, external_id="x", predecessors=[], tags={}, partial_ingestion_percent=0
     )
     assert client.get_batch(batch_id)["status"] == "loading"
-    assert _ims_requests(platform) == 2
+    assert len(_requests_to(platform, "/ims/token/v3")) == 2
 
 
 def test_bad_credentials_name_the_variables_not_the_secret(platform: PlatformEmulator) -> None:
@@ -161,3 +323,11 @@ def test_bad_credentials_name_the_variables_not_the_secret(platform: PlatformEmu
     with pytest.raises(AEPError, match="AEP_CLIENT_SECRET") as raised:
         client.get_batch("anything")
     assert "not-the-secret" not in str(raised.value)
+    assert _requests_to(platform, "/ims/token/v3") == [401], "a refusal is not retried"
+
+
+def test_tls_verification_cannot_be_turned_off(platform: PlatformEmulator) -> None:
+    insecure = requests.Session()
+    insecure.verify = False
+    with pytest.raises(ValueError, match="TLS"):
+        _client(platform, session=insecure)

@@ -113,7 +113,7 @@ def test_concurrent_backfills_share_the_rate_budget_and_see_no_429(
     with MixpanelEmulator(
         username=sandbox.environment()["MIXPANEL_SERVICE_ACCOUNT_USERNAME"],
         secret=sandbox.environment()["MIXPANEL_SERVICE_ACCOUNT_SECRET"],
-        events_per_day=50,
+        events_per_day=100,  # whole blocks of 100: exactly 1% quarantined, the default limit
         max_requests_per_second=1,
     ) as limited:
         env = {

@@ -72,7 +72,10 @@ def test_a_day_travels_end_to_end(sandbox: LocalSandbox) -> None:
     checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
     assert checks == {
         "required_xdm_fields": True,
+        "unique_event_ids": True,
         "counts_reconcile": True,
+        "quarantine_share": True,
+        "event_time_offset": True,
         "batch_succeeded": True,
     }
 

@@ -4,9 +4,11 @@ import pytest
 
 from mixpanel_assets.xdm.schema import (
     empty_value_paths,
+    field_schemas,
     schema_errors,
     tenant_field_group,
     to_aep_notation,
+    value_checker,
 )
 
 VALID = {
@@ -82,3 +84,32 @@ def test_empty_values_are_found_anywhere() -> None:
 def test_tenant_id_is_checked() -> None:
     with pytest.raises(ValueError, match="AEP_TENANT_ID"):
         tenant_field_group("_bad-tenant")
+
+
+def test_fields_are_found_through_refs_and_field_groups() -> None:
+    assert [node["type"] for node in field_schemas(("device", "screenHeight"))] == ["integer"]
+    assert field_schemas(("web", "webPageDetail", "URL")) == ()
+    country = field_schemas(("placeContext", "geo", "countryCode"))
+    assert [node.get("pattern") for node in country] == ["^[A-Z]{2}$"]
+    assert [node["type"] for node in field_schemas(("_tenant", "mixpanel", "insertId"))] == [
+        "string"
+    ]
+
+
+def test_value_checkers_hold_the_constraints_beyond_the_type() -> None:
+    country_code = value_checker(("placeContext", "geo", "countryCode"))
+    assert country_code is not None
+    assert country_code("US") and not country_code("us") and not country_code("USA")
+    library = value_checker(("implementationDetails", "name"))
+    assert library is not None
+    assert library("https://mixpanel.com/libraries/web") and not library("web")
+    assert value_checker(("device", "model")) is None
+
+
+def test_custom_tenant_fields_join_the_schema() -> None:
+    custom = ((("subscription", "seats"), "integer"),)
+    record = {**VALID, "_acme": {"subscription": {"seats": "12"}}}
+    assert schema_errors(record, "acme") == []  # unknown fields pass the open content model
+    assert schema_errors(record, "acme", custom) == [
+        "_acme/subscription/seats: '12' is not of type 'integer'"
+    ]

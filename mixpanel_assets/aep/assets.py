@@ -1,8 +1,10 @@
 """``aep_ingested_batches``: the day's XDM records in the AEP dataset, exactly once.
 
-A re-run of a day creates its batch as a replay of the day's live batches, so AEP swaps the old
-records for the new ones instead of holding both. The day's batches are remembered twice: in the
-Dagster materialization and in the partition's manifest file, so either alone is enough.
+A thin asset over the client and the loaders: it checks the day against the dataset's own
+schema, settles the day's earlier batches (aborting a dead run's, waiting for one in flight),
+creates one batch that replays the day's live batches, and records what AEP did. The day's
+batches are remembered in the Dagster materialization and in the partition's manifest, and AEP
+knows them by their tags, so any one of the three is enough to find them.
 """
 
 from contextlib import suppress
@@ -28,15 +30,19 @@ from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     DayBatchResult,
     batch_failed,
+    describe_failed_row,
     describe_failure,
-    live_batches,
     load_day,
 )
+from mixpanel_assets.aep.replay import SettledDay, settle_day
 from mixpanel_assets.aep.resource import AEPResource
+from mixpanel_assets.aep.target_schema import SchemaMismatchError, read_target_schema
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles, PartitionFolder, PartitionMissingError
 from mixpanel_assets.xdm.assets import XDM_EVENTS
+from mixpanel_assets.xdm.resource import XdmMappingResource
+from mixpanel_assets.xdm.schema import xdm_validator
 
 AEP_BATCHES = "aep_ingested_batches"
 BATCH_CHECK = "batch_succeeded"
@@ -64,6 +70,7 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
         context: AssetExecutionContext,
         aep: AEPResource,
         mixpanel: MixpanelResource,
+        xdm_mapping: XdmMappingResource,
         partition_files: PartitionFiles,
     ) -> MaterializeResult:
         """The day's batch in the AEP dataset, replacing the day's earlier batches."""
@@ -72,21 +79,38 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
         folder = partition_files.folder(AEP_BATCHES, key)
         try:
             client = aep.get_client()
-        except ConfigError as problem:
+            project_validator = xdm_validator(xdm_mapping.tenant_id)
+        except (ConfigError, ValueError) as problem:
             raise Failure(str(problem), allow_retries=False) from None
-        known = _previous_batch_ids(context, folder)
+        records_path = xdm.file("events")
         try:
-            predecessors = live_batches(client, known)
+            target = read_target_schema(client, aep.dataset_id, project_validator)
+            target.check_records(records_path)
+        except SchemaMismatchError as problem:
+            raise Failure(str(problem), allow_retries=False) from None
         except AEPError as problem:
-            raise Failure(f"could not look up the day's earlier batches: {problem}") from None
-        records = xdm.manifest()["records"]
-        if records == 0:
-            return _empty_day(key, predecessors)
+            raise Failure(f"could not read the target dataset's schema: {problem}") from None
+        day_tag = f"{mixpanel.project_id}/{key}"
+        try:
+            settled = settle_day(
+                client,
+                dataset_id=aep.dataset_id,
+                tags={PARTITION_TAG: day_tag},
+                known_batch_ids=_remembered_batch_ids(context, folder),
+                timeout_seconds=aep.batch_timeout_seconds,
+                poll_seconds=aep.poll_seconds,
+            )
+        except AEPError as problem:
+            raise Failure(f"could not settle the day's earlier batches: {problem}") from None
+        if settled.aborted:
+            context.log.warning(f"aborted batch(es) {settled.aborted}, left loading by a dead run")
+        if xdm.manifest()["records"] == 0:
+            return _empty_day(key, settled)
         request = DayBatchRequest(
             dataset_id=aep.dataset_id,
             external_id=f"mixpanel-{mixpanel.project_id}-{key}-{context.run.run_id[:8]}",
-            tags={PARTITION_TAG: [f"{mixpanel.project_id}/{key}"]},
-            predecessors=predecessors,
+            tags={PARTITION_TAG: [day_tag]},
+            predecessors=settled.live,
             max_file_bytes=aep.upload_file_max_bytes,
             partial_ingestion_percent=aep.partial_ingestion_percent,
             timeout_seconds=aep.batch_timeout_seconds,
@@ -94,33 +118,37 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
         )
         with folder.staging() as work:
             try:
-                result = load_day(client, xdm.file("events"), request, work)
+                result = load_day(client, records_path, request, work)
             except (AEPError, ValueError) as problem:
                 raise Failure(str(problem)) from None
-            if batch_failed(result):
-                raise Failure(describe_failure(result), metadata=_batch_metadata(result, []))
-            folder.publish(
-                {},
-                {
-                    "batch_ids": [result.batch_id],
-                    "replaced_batch_ids": predecessors,
-                    "record_count": result.record_count,
-                    "loaded_at": datetime.now(UTC).isoformat(),
-                },
+        metadata = _batch_metadata(result, settled)
+        if batch_failed(result):
+            raise Failure(describe_failure(result), metadata=metadata)
+        if result.failed_percent > aep.partial_ingestion_percent:
+            raise Failure(
+                f"{describe_failure(result)} That is {result.failed_percent:.2f}% of the day, "
+                f"over the allowed {aep.partial_ingestion_percent:g}%.",
+                metadata=metadata,
             )
+        folder.publish(
+            {},
+            {
+                "batch_ids": [result.batch_id],
+                "replaced_batch_ids": settled.live,
+                "record_count": result.record_count,
+                "loaded_at": datetime.now(UTC).isoformat(),
+            },
+        )
         context.log.info(
             f"batch {result.batch_id}: {result.record_count} records accepted"
-            + (f", replacing {predecessors}" if predecessors else "")
+            + (f", replacing {settled.live}" if settled.live else "")
         )
-        return MaterializeResult(
-            metadata=_batch_metadata(result, predecessors),
-            check_results=[_batch_check(key, result)],
-        )
+        return MaterializeResult(metadata=metadata, check_results=[_batch_check(key, result)])
 
     return aep_ingested_batches
 
 
-def _previous_batch_ids(context: AssetExecutionContext, folder: PartitionFolder) -> list[str]:
+def _remembered_batch_ids(context: AssetExecutionContext, folder: PartitionFolder) -> list[str]:
     """The day's batches from its last materialization and from the partition manifest."""
     found: list[str] = []
     records = context.instance.fetch_materializations(
@@ -137,10 +165,10 @@ def _previous_batch_ids(context: AssetExecutionContext, folder: PartitionFolder)
     return list(dict.fromkeys(found))
 
 
-def _empty_day(key: str, predecessors: list[str]) -> MaterializeResult:
-    if predecessors:
+def _empty_day(key: str, settled: SettledDay) -> MaterializeResult:
+    if settled.live:
         raise Failure(
-            f"{key} now has no valid events, but AEP still holds batch(es) {predecessors} from an "
+            f"{key} now has no valid events, but AEP still holds batch(es) {settled.live} from an "
             "earlier run. AEP cannot replay a batch with an empty one: revert those batches in "
             "AEP (POST /batches/{id}?action=REVERT) if the day really is empty.",
             allow_retries=False,
@@ -150,6 +178,7 @@ def _empty_day(key: str, predecessors: list[str]) -> MaterializeResult:
             "dagster/row_count": 0,
             "batch_ids": MetadataValue.json([]),
             "replaced_batch_ids": MetadataValue.json([]),
+            "aborted_batch_ids": MetadataValue.json(settled.aborted),
         },
         check_results=[
             AssetCheckResult(
@@ -161,11 +190,12 @@ def _empty_day(key: str, predecessors: list[str]) -> MaterializeResult:
     )
 
 
-def _batch_metadata(result: DayBatchResult, predecessors: list[str]) -> dict:
+def _batch_metadata(result: DayBatchResult, settled: SettledDay) -> dict:
     return {
         "dagster/row_count": result.record_count,
         "batch_ids": MetadataValue.json([result.batch_id]),
-        "replaced_batch_ids": MetadataValue.json(predecessors),
+        "replaced_batch_ids": MetadataValue.json(settled.live),
+        "aborted_batch_ids": MetadataValue.json(settled.aborted),
         "batch_status": result.status,
         "uploaded_records": result.uploaded_records,
         "failed_records": result.failed_record_count,
@@ -176,16 +206,21 @@ def _batch_metadata(result: DayBatchResult, predecessors: list[str]) -> dict:
 
 def _batch_check(key: str, result: DayBatchResult) -> AssetCheckResult:
     complete = result.record_count == result.uploaded_records and not result.failed_record_count
+    metadata = {
+        "partition": key,
+        "batch_id": result.batch_id,
+        "status": result.status,
+        "uploaded_records": result.uploaded_records,
+        "accepted_records": result.record_count,
+        "failed_records": result.failed_record_count,
+    }
+    if result.failed_rows:
+        metadata["failed_rows"] = MetadataValue.json(
+            [describe_failed_row(row) for row in result.failed_rows]
+        )
     return AssetCheckResult(
         check_name=BATCH_CHECK,
         passed=complete,
         severity=AssetCheckSeverity.WARN,
-        metadata={
-            "partition": key,
-            "batch_id": result.batch_id,
-            "status": result.status,
-            "uploaded_records": result.uploaded_records,
-            "accepted_records": result.record_count,
-            "failed_records": result.failed_record_count,
-        },
+        metadata=metadata,
     )

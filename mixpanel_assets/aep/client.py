@@ -1,9 +1,11 @@
-"""Client of Adobe Experience Platform: IMS OAuth server-to-server, Batch Ingestion, Catalog.
+"""Client of Adobe Experience Platform: IMS, Batch Ingestion, Catalog, Schema Registry, Identity.
 
-Knows nothing of Dagster. Every call carries the four headers AEP requires; the access token is
-cached until shortly before it expires and fetched again once if AEP answers 401. 429 and 5xx
-answers are retried with exponential backoff and jitter (only where a retry cannot duplicate
-work). Secrets never appear in errors: messages quote AEP's answer, never our request.
+Knows nothing of Dagster. Every platform call carries the four headers AEP requires and a
+timeout; TLS certificates are always verified. The access token is cached until shortly before
+it expires and fetched again once if AEP answers 401. 429 and 5xx answers (and broken
+connections) are retried with exponential backoff and jitter, only where a retry cannot
+duplicate work: a POST that creates something is retried only on answers that prove nothing
+was created. Secrets never appear in errors: messages quote AEP's answer, never our request.
 """
 
 from __future__ import annotations
@@ -11,25 +13,92 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 import requests
 
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 SUCCEEDED = frozenset({"success", "active"})
 FAILED = frozenset({"failed", "failure", "aborted", "abandoned"})
 REPLACED = frozenset({"inactive", "deleted"})
+STALLED = "stalled"  # retries exhausted inside AEP: neither done nor failed
+TERMINAL = SUCCEEDED | FAILED | REPLACED | {STALLED}
+# Schema Registry media types: a resource as stored, fully resolved, and list summaries.
+XED = "application/vnd.adobe.xed+json;version=1"
+XED_FULL = "application/vnd.adobe.xed-full+json;version=1"
+XED_ID = "application/vnd.adobe.xed-id+json"
+XDM_DESCRIPTORS = "application/vnd.adobe.xdm+json"
+CATALOG_PAGE = 100  # the Catalog's largest page
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_NOTHING_CREATED = frozenset({429, 503})  # answers that prove a POST created nothing
+_MAX_RETRY_AFTER_SECONDS = 300.0
 
 
 class AEPError(RuntimeError):
     """AEP refused or failed a request; the message says which call, why, and what to do."""
 
 
+class AEPRefusal(AEPError):
+    """AEP answered a request with a 4xx status; ``status`` says which."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class BatchTimeoutError(AEPError):
     """A batch did not reach a terminal status in time."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a request that may succeed later is tried again."""
+
+    max_attempts: int = 5
+    base_seconds: float = 1.0
+    max_seconds: float = 60.0
+
+    def pause(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter, never shorter than the server's ``Retry-After``."""
+        exponential = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        waited = min(retry_after or 0.0, _MAX_RETRY_AFTER_SECONDS)
+        return max(exponential * random.uniform(0.5, 1.0), waited)
+
+
+def _send_with_retries(
+    send: Callable[[], requests.Response],
+    *,
+    what: str,
+    policy: RetryPolicy,
+    retry_statuses: frozenset[int] = _RETRY_STATUSES,
+    retry_broken_connections: bool = True,
+) -> requests.Response:
+    """``send()`` again while it answers a retryable status; returns the first other answer."""
+    problem = ""
+    for attempt in range(1, policy.max_attempts + 1):
+        retry_after = None
+        try:
+            response = send()
+        except requests.RequestException as error:
+            if not retry_broken_connections:
+                raise AEPError(
+                    f"could not {what}: {type(error).__name__}: {error}. AEP may or may not have "
+                    "done it."
+                ) from None
+            problem = f"{type(error).__name__}: {error}"
+        else:
+            if response.status_code not in retry_statuses:
+                return response
+            problem = f"HTTP {response.status_code}: {_excerpt(response)}"
+            retry_after = _retry_after(response)
+        if attempt < policy.max_attempts:
+            time.sleep(policy.pause(attempt, retry_after))
+    raise AEPError(f"could not {what} after {policy.max_attempts} attempts ({problem}).")
 
 
 class IMSToken:
@@ -44,6 +113,7 @@ class IMSToken:
         scopes: str,
         session: requests.Session,
         timeout: tuple[float, float],
+        retry: RetryPolicy,
         renew_before_seconds: float = 300.0,
     ) -> None:
         self._url = ims_url.rstrip("/") + "/ims/token/v3"
@@ -55,6 +125,7 @@ class IMSToken:
         }
         self._session = session
         self._timeout = timeout
+        self._retry = retry
         self._renew_before_seconds = renew_before_seconds
         self._token: str | None = None
         self._expires_at = 0.0
@@ -72,11 +143,13 @@ class IMSToken:
             self._token = None
 
     def _fetch(self) -> None:
-        try:
-            # Credentials go in the form body: query strings end up in logs.
-            response = self._session.post(self._url, data=self._form, timeout=self._timeout)
-        except requests.RequestException as problem:
-            raise AEPError(f"Adobe IMS at {self._url} could not be reached: {problem}") from None
+        # Credentials go in the form body: query strings end up in logs. Asking for a token has
+        # no side effect, so every transient failure may be retried.
+        response = _send_with_retries(
+            lambda: self._session.post(self._url, data=self._form, timeout=self._timeout),
+            what=f"get an access token from Adobe IMS at {self._url}",
+            policy=self._retry,
+        )
         if response.status_code != 200:
             raise AEPError(
                 f"Adobe IMS refused the token request (HTTP {response.status_code}: "
@@ -86,8 +159,9 @@ class IMSToken:
         body = response.json()
         lifetime = float(body.get("expires_in", 0))
         self._token = body["access_token"]
-        self._expires_at = time.monotonic() + max(0.0, lifetime - self._renew_before_seconds)
-        if lifetime <= self._renew_before_seconds:
+        if lifetime > self._renew_before_seconds:
+            self._expires_at = time.monotonic() + lifetime - self._renew_before_seconds
+        else:
             # A very short-lived token: use it for half its life rather than not at all.
             self._expires_at = time.monotonic() + lifetime / 2
 
@@ -110,13 +184,17 @@ class AEPClient:
         session: requests.Session | None = None,
     ) -> None:
         self._session = session or requests.Session()
+        if self._session.verify is False:
+            raise ValueError(
+                "TLS certificate verification cannot be turned off for AEP: the token and the "
+                "data travel over it. Point REQUESTS_CA_BUNDLE at your proxy's CA instead."
+            )
         self._timeout = (connect_timeout_seconds, read_timeout_seconds)
         self._platform_url = platform_url.rstrip("/")
         self._client_id = client_id
         self._org_id = org_id
         self._sandbox_name = sandbox_name
-        self._max_attempts = max_attempts
-        self._retry_base_seconds = retry_base_seconds
+        self._retry = RetryPolicy(max_attempts=max_attempts, base_seconds=retry_base_seconds)
         self._token = IMSToken(
             ims_url=ims_url,
             client_id=client_id,
@@ -124,6 +202,7 @@ class AEPClient:
             scopes=scopes,
             session=self._session,
             timeout=self._timeout,
+            retry=self._retry,
         )
 
     # Batch Ingestion API -------------------------------------------------------------------
@@ -151,12 +230,11 @@ class AEPClient:
                 "predecessors": [f"${batch_id}" for batch_id in predecessors],
                 "reason": "replace",
             }
-        # POST creates: retry only answers that prove nothing was created (429, 503).
         response = self._call(
             "POST",
             "/data/foundation/import/batches",
             json=body,
-            retry_statuses=frozenset({429, 503}),
+            creates=True,
             what=f"create a batch in dataset {dataset_id}",
         )
         return response.json()["id"]
@@ -198,6 +276,37 @@ class AEPClient:
         body = response.json()
         return {"id": batch_id, **body.get(batch_id, next(iter(body.values()), {}))}
 
+    def list_batches(
+        self,
+        dataset_id: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        external_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The dataset's batches with all these tags (``name: value``) or this ``externalId``,
+        newest first, read a Catalog page at a time."""
+        params = {"dataSet": dataset_id, "orderBy": "desc:created", "limit": str(CATALOG_PAGE)}
+        if tags:
+            params["tags"] = ",".join(f"{name}:{value}" for name, value in tags.items())
+        if external_id:
+            params["externalId"] = external_id
+        seen: set[str] = set()
+        start = 0
+        while True:
+            page = self._call(
+                "GET",
+                "/data/foundation/catalog/batches",
+                params={**params, "start": str(start)},
+                what=f"list the batches of dataset {dataset_id}",
+            ).json()
+            fresh = {key: view for key, view in page.items() if key not in seen}
+            for batch_id, view in fresh.items():
+                seen.add(batch_id)
+                yield {"id": batch_id, **view}
+            if len(page) < CATALOG_PAGE or not fresh:
+                return
+            start += CATALOG_PAGE
+
     def wait_for_batch(
         self, batch_id: str, *, timeout_seconds: float, poll_seconds: float
     ) -> dict[str, Any]:
@@ -206,7 +315,7 @@ class AEPClient:
         interval = poll_seconds
         while True:
             batch = self.get_batch(batch_id)
-            if batch.get("status") in SUCCEEDED | FAILED | REPLACED:
+            if batch.get("status") in TERMINAL:
                 return batch
             if time.monotonic() + interval > deadline:
                 raise BatchTimeoutError(
@@ -216,6 +325,155 @@ class AEPClient:
                 )
             time.sleep(interval)
             interval = min(interval * 2, 30.0)
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        response = self._call(
+            "GET",
+            f"/data/foundation/catalog/dataSets/{dataset_id}",
+            params={"properties": "name,schemaRef,tags"},
+            what=f"read dataset {dataset_id}",
+        )
+        body = response.json()
+        return {"id": dataset_id, **body.get(dataset_id, next(iter(body.values()), {}))}
+
+    def find_datasets(self, name: str) -> list[dict[str, Any]]:
+        """The datasets called exactly ``name``."""
+        response = self._call(
+            "GET",
+            "/data/foundation/catalog/dataSets",
+            # In Catalog's name filter `*` is a wildcard; `**` is a literal asterisk.
+            params={
+                "name": name.replace("*", "**"),
+                "properties": "name,schemaRef",
+                "limit": "100",
+            },
+            what=f"look for dataset {name!r}",
+        )
+        return [
+            {"id": dataset_id, **view}
+            for dataset_id, view in response.json().items()
+            if view.get("name") == name
+        ]
+
+    def create_dataset(self, name: str, schema_id: str, description: str) -> str:
+        response = self._call(
+            "POST",
+            "/data/foundation/catalog/dataSets",
+            json={
+                "name": name,
+                "description": description,
+                "schemaRef": {"id": schema_id, "contentType": XED},
+            },
+            creates=True,
+            what=f"create dataset {name!r}",
+        )
+        (reference,) = response.json()  # ["@/dataSets/<id>"]
+        return reference.rsplit("/", 1)[-1]
+
+    # Data Access: diagnostics ----------------------------------------------------------------
+
+    def failed_rows(self, batch_id: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the rows AEP rejected, with their error codes (kept 30 days)."""
+        path = f"/data/foundation/export/batches/{batch_id}/failed"
+        listing = self._call("GET", path, what=f"list the failed rows of batch {batch_id}").json()
+        rows: list[dict[str, Any]] = []
+        for file in listing.get("data") or []:
+            if str(file.get("length", "0")) == "0":
+                continue
+            response = self._call(
+                "GET",
+                path,
+                params={"path": file["name"]},
+                stream=True,
+                what=f"read the failed rows of batch {batch_id}",
+            )
+            with response:
+                for line in response.iter_lines():
+                    if line.strip():
+                        rows.append(_json_or_text(line))
+                    if len(rows) >= limit:
+                        return rows
+        return rows
+
+    # Schema Registry -----------------------------------------------------------------------
+
+    def registry_stats(self) -> dict[str, Any]:
+        """The organisation's Schema Registry summary; ``tenantId`` is its tenant namespace."""
+        return self._call(
+            "GET", "/data/foundation/schemaregistry/stats", what="read the Schema Registry stats"
+        ).json()
+
+    def find_tenant_resources(self, kind: str, title: str) -> list[dict[str, Any]]:
+        """The tenant ``fieldgroups`` or ``schemas`` titled exactly ``title`` (summaries)."""
+        response = self._call(
+            "GET",
+            f"/data/foundation/schemaregistry/tenant/{kind}",
+            params={"property": f"title=={title}"},
+            headers={"Accept": XED_ID},
+            what=f"look for the {kind} titled {title!r}",
+        )
+        return [item for item in response.json().get("results", []) if item.get("title") == title]
+
+    def create_tenant_resource(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = self._call(
+            "POST",
+            f"/data/foundation/schemaregistry/tenant/{kind}",
+            json=dict(body),
+            creates=True,
+            what=f"create the {kind} resource {body.get('title')!r}",
+        )
+        return response.json()
+
+    def get_schema(self, schema_id: str, accept: str = XED_FULL) -> dict[str, Any]:
+        """A tenant schema by ``$id``; by default fully resolved, in AEP notation."""
+        response = self._call(
+            "GET",
+            f"/data/foundation/schemaregistry/tenant/schemas/{quote(schema_id, safe='')}",
+            headers={"Accept": accept},
+            what=f"read schema {schema_id}",
+        )
+        return response.json()
+
+    def schema_descriptors(self, schema_id: str) -> list[dict[str, Any]]:
+        """The descriptors defined on one schema."""
+        response = self._call(
+            "GET",
+            "/data/foundation/schemaregistry/tenant/descriptors",
+            headers={"Accept": XDM_DESCRIPTORS},
+            what="list the Schema Registry descriptors",
+        )
+        return [
+            descriptor
+            for descriptors in response.json().values()
+            for descriptor in descriptors
+            if isinstance(descriptor, dict) and descriptor.get("xdm:sourceSchema") == schema_id
+        ]
+
+    def create_descriptor(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = self._call(
+            "POST",
+            "/data/foundation/schemaregistry/tenant/descriptors",
+            json=dict(body),
+            creates=True,
+            what=f"create a {body.get('@type')} descriptor",
+        )
+        return response.json()
+
+    # Identity Service ----------------------------------------------------------------------
+
+    def identity_namespaces(self) -> list[dict[str, Any]]:
+        return self._call(
+            "GET", "/data/core/idnamespace/identities", what="list the identity namespaces"
+        ).json()
+
+    def create_identity_namespace(self, *, code: str, name: str, description: str) -> None:
+        self._call(
+            "POST",
+            "/data/core/idnamespace/identities",
+            json={"code": code, "name": name, "description": description, "idType": "CROSS_DEVICE"},
+            creates=True,
+            what=f"create identity namespace {code}",
+        )
 
     # Transport -----------------------------------------------------------------------------
 
@@ -229,47 +487,50 @@ class AEPClient:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         body_path: Path | None = None,
-        retry_statuses: frozenset[int] = _RETRY_STATUSES,
+        creates: bool = False,
+        stream: bool = False,
     ) -> requests.Response:
+        """One platform call; a 401 renews the token once; any other 4xx raises AEPRefusal."""
         url = self._platform_url + path
-        refreshed_token = False
-        problem = ""
-        for attempt in range(1, self._max_attempts + 1):
+
+        def send() -> requests.Response:
             request_headers = {**self._headers(), **(headers or {})}
-            try:
-                if body_path is not None:
-                    with body_path.open("rb") as body:
-                        response = self._session.request(
-                            method, url, data=body, headers=request_headers, timeout=self._timeout
-                        )
-                else:
-                    response = self._session.request(
-                        method,
-                        url,
-                        json=json,
-                        params=params,
-                        headers=request_headers,
-                        timeout=self._timeout,
+            if body_path is not None:
+                with body_path.open("rb") as body:
+                    return self._session.request(
+                        method, url, data=body, headers=request_headers, timeout=self._timeout
                     )
-            except requests.RequestException as error:
-                if method == "POST" and json is not None:
-                    raise AEPError(f"could not {what}: {error}") from None
-                problem = f"{type(error).__name__}: {error}"
-                retry_after = None
-            else:
-                if response.status_code < 400:
-                    return response
-                if response.status_code == 401 and not refreshed_token:
-                    self._token.invalidate()
-                    refreshed_token = True
-                    continue
-                problem = f"HTTP {response.status_code}: {_excerpt(response)}"
-                if response.status_code not in retry_statuses:
-                    raise AEPError(f"AEP refused to {what} ({problem}).{_advice(response)}")
-                retry_after = _retry_after(response)
-            if attempt < self._max_attempts:
-                time.sleep(self._backoff(attempt, retry_after))
-        raise AEPError(f"could not {what} after {self._max_attempts} attempts ({problem}).")
+            return self._session.request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers=request_headers,
+                timeout=self._timeout,
+                stream=stream,
+            )
+
+        def attempt() -> requests.Response:
+            return _send_with_retries(
+                send,
+                what=what,
+                policy=self._retry,
+                retry_statuses=_NOTHING_CREATED if creates else _RETRY_STATUSES,
+                retry_broken_connections=not creates,
+            )
+
+        response = attempt()
+        if response.status_code == 401:
+            self._token.invalidate()
+            response = attempt()
+        if response.status_code < 400:
+            return response
+        problem = f"HTTP {response.status_code}: {_excerpt(response)}"
+        if response.status_code < 500:
+            raise AEPRefusal(
+                f"AEP refused to {what} ({problem}).{_advice(response)}", response.status_code
+            )
+        raise AEPError(f"AEP failed to {what} ({problem}); it may or may not have done it.")
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -278,10 +539,6 @@ class AEPClient:
             "x-gw-ims-org-id": self._org_id,
             "x-sandbox-name": self._sandbox_name,
         }
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        exponential = min(60.0, self._retry_base_seconds * 2 ** (attempt - 1))
-        return max(exponential * random.uniform(0.5, 1.0), retry_after or 0.0)
 
 
 def _advice(response: requests.Response) -> str:
@@ -299,6 +556,14 @@ def _advice(response: requests.Response) -> str:
 
 def _excerpt(response: requests.Response) -> str:
     return response.text[:500].strip() or response.reason
+
+
+def _json_or_text(line: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return {"_unparsed": line[:500].decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"_unparsed": str(value)[:500]}
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -2,7 +2,8 @@
 
 The records are cut into JSON-lines files under the configured size one at a time (only one
 file is on disk at once), uploaded, and the batch completed and watched until AEP has processed
-it. Any failure after the batch exists aborts it, so no batch is left ``loading``.
+it. No batch is left ``loading``: any failure after the batch exists aborts it, and a create
+whose answer was lost (AEP may have made the batch) aborts whatever that create left behind.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixpanel_assets.aep.client import SUCCEEDED, AEPClient, AEPError
+import orjson
+
+from mixpanel_assets.aep.client import SUCCEEDED, AEPClient, AEPError, AEPRefusal
 
 logger = logging.getLogger(__name__)
 
 # AEP limits: 256 MB per small-file upload, 1500 files per batch.
 MAX_SMALL_FILE_BYTES = 256 * 1024 * 1024
 MAX_FILES_PER_BATCH = 1500
+FAILED_ROWS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class DayBatchResult:
     record_count: int
     failed_record_count: int
     errors: list[dict[str, Any]] = field(default_factory=list)
+    failed_rows: list[dict[str, Any]] = field(default_factory=list)  # AEP's diagnostics
+
+    @property
+    def failed_percent(self) -> float:
+        processed = self.record_count + self.failed_record_count
+        return 100.0 * self.failed_record_count / processed if processed else 0.0
 
 
 def load_day(
@@ -55,13 +65,19 @@ def load_day(
             f"AEP_UPLOAD_FILE_MAX_BYTES={request.max_file_bytes} must be between 1 and "
             f"{MAX_SMALL_FILE_BYTES} (AEP's small-file limit)."
         )
-    batch_id = client.create_batch(
-        dataset_id=request.dataset_id,
-        external_id=request.external_id,
-        predecessors=request.predecessors,
-        tags=request.tags,
-        partial_ingestion_percent=request.partial_ingestion_percent,
-    )
+    try:
+        batch_id = client.create_batch(
+            dataset_id=request.dataset_id,
+            external_id=request.external_id,
+            predecessors=request.predecessors,
+            tags=request.tags,
+            partial_ingestion_percent=request.partial_ingestion_percent,
+        )
+    except AEPRefusal:
+        raise  # a refusal created nothing
+    except AEPError:
+        _abort_created_by(client, request.dataset_id, request.external_id)
+        raise
     try:
         records = files = total_bytes = 0
         for part_path, part_records in _parts(records_path, work_dir, request.max_file_bytes):
@@ -82,34 +98,48 @@ def load_day(
     except BaseException:
         _abort_quietly(client, batch_id)
         raise
+    failed = _metric(batch, "failedRecordCount", "failedRecordCount")
     return DayBatchResult(
         batch_id=batch_id,
         status=batch.get("status", "unknown"),
         uploaded_records=records,
         files=files,
         bytes=total_bytes,
-        record_count=int(_metric(batch, "recordCount", "outputRecordCount")),
-        failed_record_count=int(_metric(batch, "failedRecordCount", "failedRecordCount")),
+        record_count=_metric(batch, "recordCount", "outputRecordCount"),
+        failed_record_count=failed,
         errors=list(batch.get("errors") or []),
+        failed_rows=_failed_rows(client, batch_id) if failed else [],
     )
 
 
-def live_batches(client: AEPClient, batch_ids: list[str]) -> list[str]:
-    """Those of ``batch_ids`` AEP still serves (successful and not yet replaced)."""
-    return [
-        batch_id for batch_id in batch_ids if client.get_batch(batch_id).get("status") in SUCCEEDED
-    ]
-
-
 def describe_failure(result: DayBatchResult) -> str:
+    """AEP's verdict in words: the status, its error codes and the first failed rows."""
     details = "; ".join(
         f"{error.get('code', '?')}: {error.get('description') or error.get('message', '')}"
         for error in result.errors
     )
-    return (
+    text = (
         f"AEP batch {result.batch_id} ended {result.status!r}: {result.failed_record_count} of "
         f"{result.uploaded_records} records failed. {details or 'AEP gave no error details.'}"
     )
+    if result.failed_rows:
+        text += " First failed rows: " + " | ".join(map(describe_failed_row, result.failed_rows))
+    return text
+
+
+def describe_failed_row(row: dict[str, Any]) -> str:
+    """One row of AEP's diagnostics: its error codes and where the record broke the schema.
+
+    The record itself is left out: it may hold personal data, and its ``_id`` finds it.
+    """
+    codes = ",".join(str(error.get("code")) for error in row.get("_errors") or []) or "?"
+    violations = "; ".join(
+        f"{violation.get('pointerToViolation', '#')} {violation.get('message', '')}".strip()
+        for violation in row.get("_validationErrors") or []
+    )
+    record_id = _record_id(row.get("_corrupt_record"))
+    where = f" (_id {record_id})" if record_id else ""
+    return f"{codes}{where}: {violations or row.get('_unparsed', 'no details')}"
 
 
 def batch_failed(result: DayBatchResult) -> bool:
@@ -147,6 +177,39 @@ def _metric(batch: dict[str, Any], top_level: str, in_metrics: str) -> int:
     if value is None:
         value = (batch.get("metrics") or {}).get(in_metrics, 0)
     return int(value or 0)
+
+
+def _failed_rows(client: AEPClient, batch_id: str) -> list[dict[str, Any]]:
+    """The first failed rows, best effort: diagnostics must not hide the verdict."""
+    try:
+        return client.failed_rows(batch_id, FAILED_ROWS_SHOWN)
+    except AEPError as problem:
+        logger.warning("could not read the failed rows of batch %s: %s", batch_id, problem)
+        return []
+
+
+def _record_id(text: Any) -> str | None:
+    try:
+        record = orjson.loads(text) if isinstance(text, str) else None
+    except orjson.JSONDecodeError:
+        return None
+    value = record.get("_id") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _abort_created_by(client: AEPClient, dataset_id: str, external_id: str) -> None:
+    """After a create whose answer was lost: abort the batch it may have made nonetheless."""
+    try:
+        for batch in client.list_batches(dataset_id, external_id=external_id):
+            if batch.get("status") == "loading":
+                _abort_quietly(client, batch["id"])
+    except AEPError as problem:
+        logger.warning(
+            "could not check for a batch with externalId %s (the next run of the day aborts "
+            "it): %s",
+            external_id,
+            problem,
+        )
 
 
 def _abort_quietly(client: AEPClient, batch_id: str) -> None:

@@ -2,11 +2,14 @@
 
 The Mixpanel emulator serves synthetic days; the platform emulator keeps its catalog and the
 records it accepted under ``<data dir>/local_sandbox/platform``, so a second ``make demo`` finds
-the batches of the first and replays them.
+the batches of the first and replays them. The dataset is provisioned the way a real AEP sandbox
+would be, through the platform APIs (``mixpanel_assets.aep.provisioning``): the first start
+creates the schema and dataset, every later start finds them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,10 +17,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from mixpanel_assets.aep.client import AEPClient
+from mixpanel_assets.aep.provisioning import Provisioned, ProvisioningSpec, provision
 from mixpanel_assets.sandbox.mixpanel_emulator import MixpanelEmulator
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
+from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, MappingRules, load_rules
 
-DATASET_NAME = "Mixpanel events (local sandbox)"
 MIXPANEL_USERNAME = "local-sandbox.mp-service-account"
 MIXPANEL_SECRET = "local-sandbox-secret"
 CLIENT_ID = "local-sandbox-client"
@@ -32,8 +37,12 @@ class LocalSandbox:
     data_dir: Path
     mixpanel: MixpanelEmulator
     platform: PlatformEmulator
-    dataset_id: str
+    provisioned: Provisioned
     start_date: date
+
+    @property
+    def dataset_id(self) -> str:
+        return self.provisioned.dataset_id
 
     @property
     def dataset_dir(self) -> Path:
@@ -89,10 +98,23 @@ def local_sandbox(
         processing_seconds=processing_seconds,
     )
     with mixpanel, platform:
+        client = AEPClient(
+            ims_url=platform.url,
+            platform_url=platform.url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            org_id=ORG_ID,
+            sandbox_name="prod",
+        )
         yield LocalSandbox(
             data_dir=data_dir,
             mixpanel=mixpanel,
             platform=platform,
-            dataset_id=platform.create_dataset(DATASET_NAME),
+            provisioned=provision(client, ProvisioningSpec.for_mapping(TENANT_ID, _mapping())),
             start_date=datetime.now(ZoneInfo(timezone)).date() - timedelta(days=HISTORY_DAYS),
         )
+
+
+def _mapping() -> MappingRules:
+    """The mapping the runs will use (MIXPANEL_ASSETS_MAPPING, else the default one)."""
+    return load_rules(os.environ.get(MAPPING_VARIABLE, ""))

@@ -1,29 +1,44 @@
-"""A loopback Adobe Experience Platform: IMS tokens, Batch Ingestion and Catalog over real HTTP.
+"""A loopback Adobe Experience Platform over real HTTP: IMS tokens, Batch Ingestion, Catalog,
+Data Access diagnostics, the Schema Registry and Identity Service namespaces.
 
 Why it exists: the AEP client is tested against real HTTP (status codes, headers, streamed
-uploads, retries) and ``make demo`` runs offline, twice, showing each event once. The emulator
-follows AEP's documented contract, not our client's habits: it validates every record with the
-project's XDM schema and rejects what AEP rejects (nulls, empty values, schema violations,
-timestamps in the future), and it knows nothing of Dagster.
+uploads, retries), provisioning runs against an empty platform, and ``make demo`` runs offline,
+twice, showing each event once. The emulator follows AEP's documented contract, not our client's
+habits: it validates every record with the project's XDM schema and rejects what AEP rejects
+(nulls, empty values, schema violations, timestamps in the future), and it knows nothing of
+Dagster.
 
 Batch statuses: ``loading`` (created; files may be uploaded) -> COMPLETE -> ``processing`` (after
 half of ``processing_seconds``) -> ``success`` or ``failed`` (after the other half). ``loading``
--> ABORT -> ``aborted``. ``success`` -> a successful replay naming it -> ``inactive``: its
-records leave the dataset and it gets the tag ``acp_successor``.
+-> ABORT -> ``aborted``; ``loading`` untouched for ``abandon_after_seconds`` -> ``abandoned``.
+``success`` -> a successful replay naming it -> ``inactive``: its records leave the dataset and
+it gets the tag ``acp_successor``. The Catalog lists batches by dataset, ``externalId``, status
+and tags (``tags=name:value``, ``*`` a wildcard), newest or oldest first, paged with ``start``.
 
-Error codes. Failed rows (``GET /export/batches/{id}/failed``): ``1401`` a line that is not a
-JSON object, ``1555`` a required field missing or a null/empty value, ``1550`` any other schema
-violation or a timestamp in the future (1401 and 1555 are AEP's documented codes, 1550 is the
-emulator's own). Batch ``errors``: ``INGEST-1212-400`` (with error diagnostics) or
-``INGEST-1211-400`` (without) summarise the failed rows; with diagnostics they are followed by one
-``INGEST-<row code>-400`` entry per row code; ``106`` an empty batch; ``INGEST-500`` a fault of
-the emulator itself.
+Error codes. Failed rows (``GET /export/batches/{id}/failed`` lists the files, ``?path=`` reads
+one): ``1401`` a line that is not a JSON object, ``1555`` a required field missing or a
+null/empty value, ``1550`` any other schema violation or a timestamp in the future (1401 and
+1555 are AEP's documented codes, 1550 is the emulator's own). Batch ``errors``:
+``INGEST-1212-400`` (with error diagnostics) or ``INGEST-1211-400`` (without) summarise the
+failed rows; with diagnostics they are followed by one ``INGEST-<row code>-400`` entry per row
+code; ``106`` an empty batch; ``INGEST-500`` a fault of the emulator itself.
+
+Schema Registry: the global container holds Adobe's ExperienceEvent class and field groups as
+shipped in ``mixpanel_assets/xdm/schemas``; the tenant container takes field groups (custom
+fields only under ``_<tenant>``), schemas of that class, and identity descriptors, and answers a
+schema lookup raw (``xed+json``) or resolved (``xed-full+json``). Datasets are created on a
+tenant schema.
+
+Faults for tests: ``queue_fault`` answers the next matching requests with an error (before or
+after handling them: a lost answer); ``fail_next_batch`` and ``reject_rows_of_next_batch`` make
+AEP's processing fail a batch or reject some of its rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import re
@@ -38,8 +53,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
+from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self, cast
@@ -50,7 +67,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixpanel_assets.xdm.schema import empty_value_paths, schema_errors
+from mixpanel_assets.xdm.schema import (
+    CLASS_ID,
+    FIELD_GROUP_IDS,
+    empty_value_paths,
+    schema_errors,
+    tenant_field_group,
+    to_aep_notation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +84,24 @@ _DRAIN_LIMIT = 64 * 1024 * 1024  # unread body left over: discard up to this, el
 _CHUNK_BYTES = 1024 * 1024
 _LINE_LIMIT = 65536
 _ROW_GROUP = 50_000
-_SCHEMA_NAME = "mixpanel_experience_event"
 _XED_CONTENT_TYPE = "application/vnd.adobe.xed+json;version=1"
+_XED_FULL = "application/vnd.adobe.xed-full+json;version=1"
+_XED_ID = "application/vnd.adobe.xed-id+json"
+_IDENTITY_MAP_FIELD_GROUP = "https://ns.adobe.com/xdm/context/identitymap"
+# The global field groups a tenant schema may use: those the mapping fills.
+_GLOBAL_FIELD_GROUPS = frozenset({_IDENTITY_MAP_FIELD_GROUP, *FIELD_GROUP_IDS})
+# Names of the schema the ``create_dataset`` shortcut puts datasets on.
+_BUILT_IN_FIELD_GROUP = "Mixpanel fields (local platform built-in)"
+_BUILT_IN_SCHEMA = "Mixpanel ExperienceEvent (local platform built-in)"
+_ID_TYPES = frozenset(
+    {"COOKIE", "CROSS_DEVICE", "DEVICE", "EMAIL", "MOBILE", "NON_PEOPLE", "PHONE"}
+)
+# Identity namespaces every organisation has (code, id, name, idType).
+_STANDARD_NAMESPACES = (
+    ("ECID", 4, "Experience Cloud ID", "COOKIE"),
+    ("Email", 6, "Email", "EMAIL"),
+    ("Phone", 7, "Phone", "PHONE"),
+)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RECORD_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("_id", "timestamp", "eventType", "batch_id", "record")]
@@ -71,6 +111,7 @@ _ROW_ERRORS = {
     "1555": "A required field is missing, or a field holds null or an empty value.",
     "1550": "The row does not conform to the dataset's XDM schema.",
 }
+_REJECTED_BY_FAULT = "Rejected by a fault queued on the local platform."
 _ROW_CODE_ORDER = ("1401", "1555", "1550")
 
 
@@ -90,6 +131,15 @@ class _Fault:
     status: int
     remaining: int
     retry_after: int | None
+    after_handling: bool
+
+
+@dataclass
+class _BatchFault:
+    """What AEP's processing does to the next completed batch."""
+
+    failure: dict[str, str] | None = None  # the batch fails with this error
+    rejected_rows: int = 0  # this many otherwise valid rows are rejected
 
 
 @dataclass
@@ -98,6 +148,35 @@ class _Dataset:
     name: str
     created: int
     updated: int
+    schema_id: str = ""  # "" in catalogs written before datasets had schemas
+    description: str = ""
+
+
+@dataclass
+class _RegistryResource:
+    """A tenant field group or schema: ``body`` as posted, plus what the registry assigns."""
+
+    id: str
+    kind: str  # "fieldgroups" or "schemas"
+    body: dict[str, Any]
+    created: int
+
+
+@dataclass
+class _Descriptor:
+    id: str
+    body: dict[str, Any]
+    created: int
+
+
+@dataclass
+class _Namespace:
+    id: int
+    code: str
+    name: str
+    description: str
+    id_type: str
+    created: int
 
 
 @dataclass
@@ -163,6 +242,11 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
         "detail": detail,
     }
     return _ApiError(_json(status, payload, headers))
+
+
+def _fault_error(fault: _Fault) -> _ApiError:
+    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+    return _problem(fault.status, "Fault queued on the local platform.", headers)
 
 
 def _gateway_error(status: int, code: str, message: str) -> _ApiError:
@@ -344,10 +428,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class PlatformEmulator:
-    """AEP's IMS token, Batch Ingestion and Catalog APIs on a loopback port, state on disk.
+    """AEP's platform APIs on a loopback port, state on disk.
 
-    State lives under ``state_dir``: ``catalog.json`` (datasets and batches, replaced atomically
-    on every change), ``uploads/<batch>/<file>``, accepted records in
+    State lives under ``state_dir``: ``catalog.json`` (datasets, batches, Schema Registry
+    resources, descriptors and namespaces, replaced atomically on every change),
+    ``uploads/<batch>/<file>``, accepted records in
     ``datasets/<dataset>/<batch>.parquet`` and failed rows in ``diagnostics/<batch>.jsonl``. A
     new emulator on the same directory sees everything but the old access tokens; run one
     emulator per directory at a time.
@@ -366,6 +451,7 @@ class PlatformEmulator:
         tenant_id: str = "localsandbox",
         token_lifetime_seconds: int = 86399,
         processing_seconds: float = 0.2,
+        abandon_after_seconds: float = 86400.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -377,11 +463,13 @@ class PlatformEmulator:
         self._tenant_id = tenant_id
         self._token_lifetime = token_lifetime_seconds
         self._processing_seconds = processing_seconds
+        self._abandon_after_ms = int(abandon_after_seconds * 1000)
         self._host = host
         self._port = port
         self._lock = threading.RLock()
         self._tokens: dict[str, float] = {}
         self._faults: list[_Fault] = []
+        self._batch_faults: list[_BatchFault] = []
         self._request_log: list[RequestLogEntry] = []
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -409,6 +497,8 @@ class PlatformEmulator:
                 re.compile(r"/data/foundation/catalog/batches/(?P<batch>[^/]+)"),
                 self._get_batch,
             ),
+            ("GET", re.compile(r"/data/foundation/catalog/dataSets"), self._list_datasets),
+            ("POST", re.compile(r"/data/foundation/catalog/dataSets"), self._create_dataset),
             (
                 "GET",
                 re.compile(r"/data/foundation/catalog/dataSets/(?P<dataset>[^/]+)"),
@@ -419,9 +509,42 @@ class PlatformEmulator:
                 re.compile(r"/data/foundation/export/batches/(?P<batch>[^/]+)/failed"),
                 self._failed_rows,
             ),
+            ("GET", re.compile(r"/data/foundation/schemaregistry/stats"), self._registry_stats),
+            (
+                "GET",
+                re.compile(r"/data/foundation/schemaregistry/tenant/(?P<kind>fieldgroups|schemas)"),
+                self._list_resources,
+            ),
+            (
+                "POST",
+                re.compile(r"/data/foundation/schemaregistry/tenant/(?P<kind>fieldgroups|schemas)"),
+                self._create_resource,
+            ),
+            (
+                "GET",
+                re.compile(
+                    r"/data/foundation/schemaregistry/tenant/(?P<kind>fieldgroups|schemas)/(?P<id>.+)"
+                ),
+                self._get_resource,
+            ),
+            (
+                "GET",
+                re.compile(r"/data/foundation/schemaregistry/tenant/descriptors"),
+                self._list_descriptors,
+            ),
+            (
+                "POST",
+                re.compile(r"/data/foundation/schemaregistry/tenant/descriptors"),
+                self._create_descriptor,
+            ),
+            ("GET", re.compile(r"/data/core/idnamespace/identities"), self._list_namespaces),
+            ("POST", re.compile(r"/data/core/idnamespace/identities"), self._create_namespace),
         ]
         self._datasets: dict[str, _Dataset] = {}
         self._batches: dict[str, _Batch] = {}
+        self._registry: dict[str, _RegistryResource] = {}
+        self._descriptors: dict[str, _Descriptor] = {}
+        self._namespaces: dict[str, _Namespace] = {}
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp_dir.iterdir():  # half-written files of an earlier crash
             leftover.unlink()
@@ -487,14 +610,14 @@ class PlatformEmulator:
     # Python API for tests and the demo ---------------------------------------------------
 
     def create_dataset(self, name: str) -> str:
-        """The id of the ExperienceEvent dataset called ``name``, created on first use."""
+        """The id of the dataset called ``name``, created on first use on a built-in schema of
+        the ExperienceEvent class, the mapping's field groups and the ``_<tenant>.mixpanel``
+        fields: a shortcut past the Schema Registry for tests of ingestion alone."""
         with self._lock:
             for dataset in self._datasets.values():
                 if dataset.name == name:
                     return dataset.id
-            now = _now_ms()
-            dataset = _Dataset(id=secrets.token_hex(12), name=name, created=now, updated=now)
-            self._datasets[dataset.id] = dataset
+            dataset = self._new_dataset(name, self._built_in_schema_id(), "")
             self._save()
             return dataset.id
 
@@ -520,11 +643,13 @@ class PlatformEmulator:
         with self._lock:
             if batch_id not in self._batches:
                 raise KeyError(f"no batch {batch_id!r}")
+            self._abandon_stale_batches()
             return self._batch_view(self._batches[batch_id])
 
     def batches(self, dataset_id: str) -> list[dict[str, Any]]:
         """The Catalog views of a dataset's batches, oldest first."""
         with self._lock:
+            self._abandon_stale_batches()
             chosen = [batch for batch in self._batches.values() if batch.dataset_id == dataset_id]
             chosen.sort(key=lambda batch: (batch.created, batch.id))
             return [self._batch_view(batch) for batch in chosen]
@@ -542,24 +667,50 @@ class PlatformEmulator:
         status: int,
         count: int = 1,
         retry_after: int | None = None,
+        after_handling: bool = False,
     ) -> None:
-        """Answer the next ``count`` matching requests with ``status``, to exercise retries."""
+        """Answer the next ``count`` matching requests with ``status``, to exercise retries.
+
+        With ``after_handling`` the request is carried out first and only its answer is lost, as
+        when a connection breaks after AEP acted: a client must not assume nothing happened.
+        """
         HTTPStatus(status)  # raises ValueError for a status HTTP does not define
         if count < 1:
             raise ValueError("count must be at least 1")
         with self._lock:
-            self._faults.append(_Fault(method.upper(), path_prefix, status, count, retry_after))
+            self._faults.append(
+                _Fault(method.upper(), path_prefix, status, count, retry_after, after_handling)
+            )
+
+    def fail_next_batch(self, code: str, description: str) -> None:
+        """AEP's processing fails the next completed batch with this error; no record lands."""
+        with self._lock:
+            self._batch_faults.append(
+                _BatchFault(failure={"code": code, "description": description})
+            )
+
+    def reject_rows_of_next_batch(self, count: int) -> None:
+        """AEP's processing rejects the first ``count`` valid rows of the next completed batch,
+        as the failed-row diagnostics show; the batch's partial-ingestion threshold decides."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._batch_faults.append(_BatchFault(rejected_rows=count))
 
     # Request handling ----------------------------------------------------------------------
 
     def _handle(self, request: _Request) -> _Response:
         """Answer one request; logged before the reply is sent so tests see it at once."""
         try:
-            self._inject_fault(request)
+            fault = self._take_fault(request)
+            if fault is not None and not fault.after_handling:
+                raise _fault_error(fault)
             route, match = self._route(request)
             if request.path.startswith("/data/"):
                 self._authorize(request.headers)
             response = route(request, match)
+            if fault is not None:
+                raise _fault_error(fault)
         except _ApiError as error:
             response = error.response
         except Exception:
@@ -569,7 +720,7 @@ class PlatformEmulator:
             self._request_log.append(RequestLogEntry(request.method, request.path, response.status))
         return response
 
-    def _inject_fault(self, request: _Request) -> None:
+    def _take_fault(self, request: _Request) -> _Fault | None:
         with self._lock:
             fault = next(
                 (
@@ -579,13 +730,11 @@ class PlatformEmulator:
                 ),
                 None,
             )
-            if fault is None:
-                return
-            fault.remaining -= 1
-            if fault.remaining == 0:
-                self._faults.remove(fault)
-        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-        raise _problem(fault.status, "Fault queued on the local platform.", headers)
+            if fault is not None:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+            return fault
 
     def _route(self, request: _Request) -> tuple[_Route, re.Match[str]]:
         path_known = False
@@ -804,8 +953,8 @@ class PlatformEmulator:
 
     def _complete(self, batch: _Batch) -> None:
         """Start processing once; a retried COMPLETE is answered 200 again, as AEP documents."""
-        if batch.status == "aborted":
-            raise _problem(400, f"Batch {batch.id} was aborted and cannot be completed.")
+        if batch.status in ("aborted", "abandoned"):
+            raise _problem(400, f"Batch {batch.id} was {batch.status} and cannot be completed.")
         if batch.status == "loading" and not batch.complete_requested:
             batch.complete_requested = True
             batch.updated = _now_ms()
@@ -830,30 +979,63 @@ class PlatformEmulator:
             return _json(200, {batch.id: self._batch_view(batch)})
 
     def _list_batches(self, request: _Request, match: re.Match[str]) -> _Response:
-        limit_text = request.param("limit") or "20"
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
-            raise _problem(400, "limit must be a whole number from 1 to 100.")
+        limit = _whole_number(request.param("limit") or "20", "limit", 1, 100)
+        start = _whole_number(request.param("start") or "0", "start", 0, None)
         direction, _, order_field = (request.param("orderBy") or "asc:created").rpartition(":")
         if direction not in ("", "asc", "desc") or order_field not in ("created", "updated"):
             raise _problem(400, "orderBy must be [asc:|desc:]created or [asc:|desc:]updated.")
         dataset_id = request.param("dataSet")
         external_id = request.param("externalId")
         statuses = {status for status in (request.param("status") or "").split(",") if status}
+        tag_filters = _tag_filters(request.param("tags"))
         with self._lock:
+            self._abandon_stale_batches()
             chosen = [
                 batch
                 for batch in self._batches.values()
                 if (dataset_id is None or batch.dataset_id == dataset_id)
                 and (external_id is None or batch.external_id == external_id)
                 and (not statuses or batch.status in statuses)
+                and all(_has_tag(batch.tags, name, pattern) for name, pattern in tag_filters)
             ]
             chosen.sort(
                 key=lambda batch: (getattr(batch, order_field), batch.id),
                 reverse=direction == "desc",
             )
-            return _json(
-                200, {batch.id: self._batch_view(batch) for batch in chosen[: int(limit_text)]}
-            )
+            page = chosen[start : start + limit]
+            return _json(200, {batch.id: self._batch_view(batch) for batch in page})
+
+    def _list_datasets(self, request: _Request, match: re.Match[str]) -> _Response:
+        limit = _whole_number(request.param("limit") or "20", "limit", 1, 100)
+        name = request.param("name")
+        matches_name = _name_pattern(name).fullmatch if name is not None else None
+        with self._lock:
+            chosen = [
+                dataset
+                for dataset in sorted(self._datasets.values(), key=lambda item: item.created)
+                if matches_name is None or matches_name(dataset.name)
+            ]
+            views = {dataset.id: self._dataset_view(dataset) for dataset in chosen[:limit]}
+        properties = request.param("properties")
+        return _json(200, {key: _select(view, properties) for key, view in views.items()})
+
+    def _create_dataset(self, request: _Request, match: re.Match[str]) -> _Response:
+        body = _json_body(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise _problem(400, "name is required: a non-empty string.")
+        schema_ref = body.get("schemaRef")
+        if not isinstance(schema_ref, dict) or not isinstance(schema_ref.get("id"), str):
+            raise _problem(400, "schemaRef.id is required: the $id of the dataset's XDM schema.")
+        if schema_ref.get("contentType") != _XED_CONTENT_TYPE:
+            raise _problem(400, f"schemaRef.contentType must be {_XED_CONTENT_TYPE}.")
+        with self._lock:
+            schema = self._registry.get(schema_ref["id"])
+            if schema is None or schema.kind != "schemas":
+                raise _problem(400, f"schemaRef.id {schema_ref['id']!r} is not a tenant schema.")
+            dataset = self._new_dataset(name, schema.id, str(body.get("description", "")))
+            self._save()
+        return _json(201, [f"@/dataSets/{dataset.id}"])
 
     def _get_dataset(self, request: _Request, match: re.Match[str]) -> _Response:
         dataset_id = unquote(match["dataset"])
@@ -861,28 +1043,54 @@ class PlatformEmulator:
             dataset = self._datasets.get(dataset_id)
             if dataset is None:
                 raise _problem(404, f"No dataset {dataset_id}.")
-            view = {
-                "name": dataset.name,
-                "imsOrg": self._org_id,
-                "created": dataset.created,
-                "updated": dataset.updated,
-                "schemaRef": {
-                    "id": f"https://ns.adobe.com/{self._tenant_id}/schemas/{_SCHEMA_NAME}",
-                    "contentType": _XED_CONTENT_TYPE,
-                },
-                "tags": {},
-                "version": "1.0.0",
-            }
-            return _json(200, {dataset.id: view})
+            view = self._dataset_view(dataset)
+        return _json(200, {dataset.id: _select(view, request.param("properties"))})
+
+    def _dataset_view(self, dataset: _Dataset) -> dict[str, Any]:
+        return {
+            "name": dataset.name,
+            "description": dataset.description,
+            "imsOrg": self._org_id,
+            "created": dataset.created,
+            "updated": dataset.updated,
+            "schemaRef": {"id": dataset.schema_id, "contentType": _XED_CONTENT_TYPE},
+            "tags": {},
+            "version": "1.0.0",
+        }
+
+    def _new_dataset(self, name: str, schema_id: str, description: str) -> _Dataset:
+        now = _now_ms()
+        dataset = _Dataset(
+            id=secrets.token_hex(12),
+            name=name,
+            created=now,
+            updated=now,
+            schema_id=schema_id,
+            description=description,
+        )
+        self._datasets[dataset.id] = dataset
+        return dataset
 
     def _failed_rows(self, request: _Request, match: re.Match[str]) -> _Response:
-        """The rows a batch rejected, as JSON lines (empty while none are known)."""
+        """Without ``path``, the batch's failed-row files; with it, that file's rows."""
         with self._lock:
             batch = self._batch_or_404(unquote(match["batch"]))
         path = self._diagnostics_path(batch.id)
-        return _Response(
-            200, content_type="application/x-ndjson", file=path if path.exists() else None
-        )
+        name = request.param("path")
+        if name is None:
+            size = path.stat().st_size if path.exists() else 0
+            listing = [{"name": "_SUCCESS", "length": "0"}]
+            if size:
+                listing.append({"name": path.name, "length": str(size)})
+            for entry in listing:
+                link = f"{self.url}{request.path}?path={entry['name']}"
+                entry["_links"] = {"self": {"href": link}}
+            return _json(200, {"data": listing, "_page": {"limit": 100, "count": len(listing)}})
+        if name == "_SUCCESS":
+            return _Response(200, content_type="application/octet-stream")
+        if name != path.name or not path.exists():
+            raise _problem(404, f"Batch {batch.id} has no failed-row file {name!r}.")
+        return _Response(200, content_type="application/x-ndjson", file=path)
 
     def _batch_view(self, batch: _Batch) -> dict[str, Any]:
         view: dict[str, Any] = {
@@ -916,7 +1124,317 @@ class PlatformEmulator:
         batch = self._batches.get(batch_id)
         if batch is None:
             raise _problem(404, f"No batch {batch_id}.")
+        self._abandon_stale_batches()
         return batch
+
+    def _abandon_stale_batches(self) -> None:
+        """``loading`` batches nobody completed in time are ``abandoned``, as AEP does."""
+        now = _now_ms()
+        stale = [
+            batch
+            for batch in self._batches.values()
+            if batch.status == "loading"
+            and not batch.complete_requested
+            and now - batch.updated >= self._abandon_after_ms
+        ]
+        for batch in stale:
+            batch.status = "abandoned"
+            batch.updated = now
+            batch.errors = [
+                {
+                    "code": "INGEST-ABANDONED",
+                    "description": "The batch was not completed in the expected timeframe.",
+                }
+            ]
+        if stale:
+            self._save()
+
+    # Schema Registry -------------------------------------------------------------------------
+
+    def _registry_stats(self, request: _Request, match: re.Match[str]) -> _Response:
+        with self._lock:
+            counts = Counter(resource.kind for resource in self._registry.values())
+        return _json(
+            200,
+            {
+                "imsOrg": self._org_id,
+                "tenantId": self._tenant_id,
+                "counts": {"schemas": counts["schemas"], "mixins": counts["fieldgroups"]},
+            },
+        )
+
+    def _list_resources(self, request: _Request, match: re.Match[str]) -> _Response:
+        """The tenant's field groups or schemas: summaries (xed-id) or as stored (xed)."""
+        accept = _media_type(request.headers.get("Accept"))
+        if accept not in (_XED_ID, _XED_CONTENT_TYPE.partition(";")[0]):
+            raise _problem(406, f"Send Accept: {_XED_ID} or {_XED_CONTENT_TYPE}.")
+        condition = _property_condition(request.param("property"))
+        with self._lock:
+            views = [
+                self._resource_view(resource)
+                for resource in sorted(self._registry.values(), key=lambda item: item.created)
+                if resource.kind == match["kind"]
+            ]
+        if condition is not None:
+            views = [view for view in views if condition(view)]
+        if accept == _XED_ID:
+            summary = ("$id", "meta:altId", "version", "title")
+            views = [{key: view[key] for key in summary} for view in views]
+        return _json(
+            200,
+            {"results": views, "_page": {"orderby": "title", "next": None, "count": len(views)}},
+        )
+
+    def _get_resource(self, request: _Request, match: re.Match[str]) -> _Response:
+        """One field group or schema, as stored (xed) or with its references resolved (xed-full)."""
+        accept = _media_type(request.headers.get("Accept"), keep_version=True)
+        if accept not in (_XED_CONTENT_TYPE, _XED_FULL):
+            raise _problem(
+                406, f"A lookup needs Accept: {_XED_CONTENT_TYPE} or {_XED_FULL} (with version)."
+            )
+        with self._lock:
+            resource = self._resource_or_404(match["kind"], unquote(match["id"]))
+            view = self._resource_view(resource)
+            if accept == _XED_FULL:
+                view = {
+                    **{key: value for key, value in view.items() if key != "allOf"},
+                    **self._resolved(resource),
+                }
+        return _json(200, view)
+
+    def _create_resource(self, request: _Request, match: re.Match[str]) -> _Response:
+        body = _json_body(request)
+        kind = match["kind"]
+        title = body.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise _problem(400, "title is required: a non-empty string.")
+        if body.get("type") != "object":
+            raise _problem(400, 'type must be "object".')
+        with self._lock:
+            if any(
+                resource.kind == kind and resource.body.get("title") == title
+                for resource in self._registry.values()
+            ):
+                raise _problem(409, f"The tenant already has {kind} titled {title!r}.")
+            if kind == "fieldgroups":
+                self._check_field_group(body)
+            else:
+                self._check_schema(body)
+            resource = self._add_resource(kind, body)
+            self._save()
+            return _json(201, self._resource_view(resource))
+
+    def _check_field_group(self, body: dict[str, Any]) -> None:
+        extends = body.get("meta:intendedToExtend")
+        if not isinstance(extends, list) or not extends:
+            raise _problem(400, "meta:intendedToExtend must list the classes it may extend.")
+        definitions = body.get("definitions")
+        if not isinstance(definitions, dict) or not definitions:
+            raise _problem(400, "definitions must hold the field group's fields.")
+        for name, definition in definitions.items():
+            fields = definition.get("properties", {}) if isinstance(definition, dict) else None
+            if not isinstance(fields, dict) or set(fields) - {f"_{self._tenant_id}"}:
+                raise _problem(
+                    400,
+                    f"definitions/{name}: custom fields must be nested under the tenant object "
+                    f"_{self._tenant_id}.",
+                )
+        for part in _all_of(body):
+            reference = part.get("$ref", "")
+            if not reference.startswith("#/definitions/") or reference[14:] not in definitions:
+                raise _problem(400, f"allOf entry {part!r} must refer to #/definitions/<name>.")
+
+    def _check_schema(self, body: dict[str, Any]) -> None:
+        references = [part.get("$ref") for part in _all_of(body)]
+        classes = [reference for reference in references if reference == CLASS_ID]
+        if len(classes) != 1:
+            raise _problem(400, f"allOf must refer to exactly one class: {CLASS_ID}.")
+        for reference in references:
+            if reference == CLASS_ID or reference in _GLOBAL_FIELD_GROUPS:
+                continue
+            field_group = self._registry.get(str(reference))
+            if field_group is None or field_group.kind != "fieldgroups":
+                raise _problem(400, f"allOf entry {reference!r} is not a known field group.")
+            if CLASS_ID not in field_group.body.get("meta:intendedToExtend", []):
+                raise _problem(400, f"Field group {reference} does not extend {CLASS_ID}.")
+
+    def _add_resource(self, kind: str, body: dict[str, Any]) -> _RegistryResource:
+        noun = "mixins" if kind == "fieldgroups" else "schemas"
+        resource = _RegistryResource(
+            id=f"https://ns.adobe.com/{self._tenant_id}/{noun}/{secrets.token_hex(16)}",
+            kind=kind,
+            body=copy.deepcopy(body),
+            created=_now_ms(),
+        )
+        self._registry[resource.id] = resource
+        return resource
+
+    def _resource_or_404(self, kind: str, reference: str) -> _RegistryResource:
+        for resource in self._registry.values():
+            if resource.kind == kind and reference in (resource.id, _alt_id(resource.id)):
+                return resource
+        raise _problem(404, f"No {kind} resource {reference} in the tenant container.")
+
+    def _resource_view(self, resource: _RegistryResource) -> dict[str, Any]:
+        view = copy.deepcopy(resource.body)
+        view.update(
+            {
+                "$id": resource.id,
+                "meta:altId": _alt_id(resource.id),
+                "meta:resourceType": "mixins" if resource.kind == "fieldgroups" else "schemas",
+                "meta:containerId": "tenant",
+                "meta:tenantNamespace": f"_{self._tenant_id}",
+                "imsOrg": self._org_id,
+                "version": "1.0",
+            }
+        )
+        if resource.kind == "schemas":
+            references = [part["$ref"] for part in _all_of(resource.body)]
+            view["meta:class"] = CLASS_ID
+            view["meta:extends"] = references
+        return view
+
+    def _resolved(self, resource: _RegistryResource) -> dict[str, Any]:
+        """``properties`` and ``required`` of the resource with every $ref and allOf merged in."""
+        documents = {**_global_library(), **self._tenant_documents()}
+        merged = _resolve(resource.body, resource.body, documents, depth=0)
+        return {"properties": merged.get("properties", {}), "required": merged.get("required", [])}
+
+    def _tenant_documents(self) -> dict[str, dict[str, Any]]:
+        return {
+            key: resource.body
+            for key, resource in self._registry.items()
+            if resource.kind == "fieldgroups"
+        }
+
+    def _built_in_schema_id(self) -> str:
+        """The schema behind ``create_dataset``, registered on first use."""
+        for resource in self._registry.values():
+            if resource.kind == "schemas" and resource.body["title"] == _BUILT_IN_SCHEMA:
+                return resource.id
+        field_group = self._add_resource(
+            "fieldgroups",
+            {
+                "title": _BUILT_IN_FIELD_GROUP,
+                "type": "object",
+                "meta:intendedToExtend": [CLASS_ID],
+                "definitions": {"mixpanel": tenant_field_group(self._tenant_id)},
+                "allOf": [{"$ref": "#/definitions/mixpanel"}],
+            },
+        )
+        references = [CLASS_ID, _IDENTITY_MAP_FIELD_GROUP, *FIELD_GROUP_IDS, field_group.id]
+        schema = self._add_resource(
+            "schemas",
+            {
+                "title": _BUILT_IN_SCHEMA,
+                "type": "object",
+                "allOf": [{"$ref": reference} for reference in references],
+            },
+        )
+        return schema.id
+
+    def _list_descriptors(self, request: _Request, match: re.Match[str]) -> _Response:
+        """Descriptors by ``@type``: objects (xdm+json), ids (xdm-id+json) or paths (default)."""
+        accept = _media_type(request.headers.get("Accept"))
+        grouped: dict[str, list[Any]] = {}
+        with self._lock:
+            for descriptor in self._descriptors.values():
+                if accept == "application/vnd.adobe.xdm+json":
+                    entry: Any = {**descriptor.body, "@id": descriptor.id}
+                elif accept == "application/vnd.adobe.xdm-id+json":
+                    entry = descriptor.id
+                else:
+                    entry = f"/tenant/descriptors/{descriptor.id}"
+                grouped.setdefault(descriptor.body["@type"], []).append(entry)
+        return _json(200, grouped)
+
+    def _create_descriptor(self, request: _Request, match: re.Match[str]) -> _Response:
+        body = _json_body(request)
+        if body.get("@type") != "xdm:descriptorIdentity":
+            raise _problem(400, "The local platform supports xdm:descriptorIdentity only.")
+        with self._lock:
+            schema = self._registry.get(str(body.get("xdm:sourceSchema")))
+            if schema is None or schema.kind != "schemas":
+                raise _problem(400, "xdm:sourceSchema must be the $id of a tenant schema.")
+            if body.get("xdm:sourceVersion") != 1:
+                raise _problem(400, "xdm:sourceVersion must be the schema's major version, 1.")
+            self._check_identity_field(schema, body.get("xdm:sourceProperty"))
+            namespace = body.get("xdm:namespace")
+            if body.get("xdm:property") not in ("xdm:code", "xdm:id"):
+                raise _problem(400, 'xdm:property must be "xdm:code" or "xdm:id".')
+            if not any(namespace in (known.code, known.id) for known in self._all_namespaces()):
+                raise _problem(400, f"xdm:namespace {namespace!r} is not an identity namespace.")
+            if body.get("xdm:isPrimary") and any(
+                other.body["xdm:sourceSchema"] == schema.id and other.body.get("xdm:isPrimary")
+                for other in self._descriptors.values()
+            ):
+                raise _problem(400, "Schemas may contain only one primary identity.")
+            descriptor = _Descriptor(id=secrets.token_hex(20), body=body, created=_now_ms())
+            self._descriptors[descriptor.id] = descriptor
+            self._save()
+        return _json(201, {**body, "meta:containerId": "tenant", "@id": descriptor.id})
+
+    def _check_identity_field(self, schema: _RegistryResource, pointer: Any) -> None:
+        if not isinstance(pointer, str) or not pointer.startswith("/") or pointer.endswith("/"):
+            raise _problem(400, "xdm:sourceProperty must be a path like /a/b.")
+        node: Any = {"properties": self._resolved(schema)["properties"]}
+        for name in pointer[1:].split("/"):
+            node = node.get("properties", {}).get(name) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or node.get("type") != "string":
+            raise _problem(
+                400, f"xdm:sourceProperty {pointer} is not a string field of the schema."
+            )
+
+    # Identity Service ------------------------------------------------------------------------
+
+    def _list_namespaces(self, request: _Request, match: re.Match[str]) -> _Response:
+        with self._lock:
+            return _json(200, [self._namespace_view(item) for item in self._all_namespaces()])
+
+    def _create_namespace(self, request: _Request, match: re.Match[str]) -> _Response:
+        body = _json_body(request)
+        code, name = body.get("code"), body.get("name")
+        if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z0-9_]+", code):
+            raise _problem(400, "code is required: letters, digits and underscores.")
+        if not isinstance(name, str) or not name.strip():
+            raise _problem(400, "name is required: a non-empty string.")
+        id_type = str(body.get("idType", "")).upper()
+        if id_type not in _ID_TYPES:
+            raise _problem(400, f"idType must be one of {', '.join(sorted(_ID_TYPES))}.")
+        with self._lock:
+            if any(known.code.lower() == code.lower() for known in self._all_namespaces()):
+                raise _problem(409, f"An identity namespace with code {code!r} exists.")
+            namespace = _Namespace(
+                id=10_000_000 + len(self._namespaces),
+                code=code,
+                name=name,
+                description=str(body.get("description", "")),
+                id_type=id_type,
+                created=_now_ms(),
+            )
+            self._namespaces[code] = namespace
+            self._save()
+            return _json(201, self._namespace_view(namespace))
+
+    def _all_namespaces(self) -> list[_Namespace]:
+        standard = [
+            _Namespace(id=number, code=code, name=name, description="", id_type=kind, created=0)
+            for code, number, name, kind in _STANDARD_NAMESPACES
+        ]
+        return [*standard, *self._namespaces.values()]
+
+    def _namespace_view(self, namespace: _Namespace) -> dict[str, Any]:
+        return {
+            "id": namespace.id,
+            "code": namespace.code,
+            "name": namespace.name,
+            "description": namespace.description,
+            "idType": namespace.id_type,
+            "status": "ACTIVE",
+            "custom": namespace.code in self._namespaces,
+            "createTime": namespace.created,
+            "updateTime": namespace.created,
+        }
 
     # Processing ------------------------------------------------------------------------------
 
@@ -942,8 +1460,15 @@ class PlatformEmulator:
             self._save()
         if self._stopping.wait(self._processing_seconds / 2):
             return
+        with self._lock:
+            fault = self._batch_faults.pop(0) if self._batch_faults else _BatchFault()
         try:
-            outcome = self._ingest(batch)
+            if fault.failure is not None:
+                outcome = _Outcome(
+                    "failed", metrics={}, accepted=0, failed=0, errors=[fault.failure]
+                )
+            else:
+                outcome = self._ingest(batch, fault.rejected_rows)
         except Exception as error:
             logger.exception("the platform emulator failed to process batch %s", batch_id)
             outcome = _Outcome(
@@ -956,8 +1481,10 @@ class PlatformEmulator:
         with self._lock:
             self._conclude(batch, outcome)
 
-    def _ingest(self, batch: _Batch) -> _Outcome:
+    def _ingest(self, batch: _Batch, rejected_rows: int) -> _Outcome:
         """Validate every line of every uploaded file; publish the records only on success.
+
+        The first ``rejected_rows`` valid rows are rejected anyway (a queued fault).
 
         Reads the batch's immutable fields without the lock: after COMPLETE nothing changes them.
         """
@@ -976,6 +1503,9 @@ class PlatformEmulator:
                             if not line:
                                 continue
                             record, failed_row = self._validate(line, now)
+                            if record is not None and rejected_rows:
+                                rejected_rows -= 1
+                                record, failed_row = None, _rejected_row(line)
                             if record is not None:
                                 sink.add(record, line)
                                 accepted += 1
@@ -1097,12 +1627,27 @@ class PlatformEmulator:
         catalog = orjson.loads(self._catalog_path.read_bytes())
         self._datasets = {key: _Dataset(**value) for key, value in catalog["datasets"].items()}
         self._batches = {key: _Batch(**value) for key, value in catalog["batches"].items()}
+        self._registry = {
+            key: _RegistryResource(**value) for key, value in catalog.get("registry", {}).items()
+        }
+        self._descriptors = {
+            key: _Descriptor(**value) for key, value in catalog.get("descriptors", {}).items()
+        }
+        self._namespaces = {
+            key: _Namespace(**value) for key, value in catalog.get("namespaces", {}).items()
+        }
+        for dataset in self._datasets.values():
+            if not dataset.schema_id:  # written before datasets had schemas
+                dataset.schema_id = self._built_in_schema_id()
 
     def _save(self) -> None:
         """Write the catalog to a temporary file and rename it over the old one (atomic)."""
         catalog = {
             "datasets": {key: asdict(value) for key, value in self._datasets.items()},
             "batches": {key: asdict(value) for key, value in self._batches.items()},
+            "registry": {key: asdict(value) for key, value in self._registry.items()},
+            "descriptors": {key: asdict(value) for key, value in self._descriptors.items()},
+            "namespaces": {key: asdict(value) for key, value in self._namespaces.items()},
         }
         temp = self._temp_path()
         temp.write_bytes(orjson.dumps(catalog, option=orjson.OPT_INDENT_2))
@@ -1181,6 +1726,164 @@ def _verdict(
             )
         ),
     ]
+
+
+def _rejected_row(line: bytes) -> dict[str, Any]:
+    return {
+        "_corrupt_record": line.decode("utf-8", "replace"),
+        "_errors": [{"code": "1550", "message": _ROW_ERRORS["1550"]}],
+        "_validationErrors": [
+            {"code": "1550", "message": _REJECTED_BY_FAULT, "pointerToViolation": "#"}
+        ],
+    }
+
+
+def _whole_number(text: str, name: str, lowest: int, highest: int | None) -> int:
+    if not text.isdigit() or int(text) < lowest or (highest is not None and int(text) > highest):
+        bounds = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
+        raise _problem(400, f"{name} must be a whole number {bounds}.")
+    return int(text)
+
+
+def _tag_filters(text: str | None) -> list[tuple[str, re.Pattern[str]]]:
+    """Catalog's ``tags=name:value,name2:value2`` (all must match; ``*`` in a value is a
+    wildcard) as (tag name, value pattern) pairs."""
+    filters = []
+    for condition in (text or "").split(","):
+        if not condition:
+            continue
+        name, separator, value = condition.partition(":")
+        if not separator or not name:
+            raise _problem(400, f"tags condition {condition!r} must be <name>:<value>.")
+        pattern = ".*".join(re.escape(part) for part in value.split("*"))
+        filters.append((name, re.compile(pattern)))
+    return filters
+
+
+def _has_tag(tags: dict[str, Any], name: str, pattern: re.Pattern[str]) -> bool:
+    values = tags.get(name)
+    if not isinstance(values, list):
+        values = [] if values is None else [values]
+    return any(pattern.fullmatch(str(value)) for value in values)
+
+
+def _name_pattern(name: str) -> re.Pattern[str]:
+    """Catalog's ``name`` filter: ``*`` is a wildcard and ``**`` a literal asterisk."""
+    parts = [".*".join(re.escape(piece) for piece in part.split("*")) for part in name.split("**")]
+    return re.compile(re.escape("*").join(parts))
+
+
+def _select(view: dict[str, Any], properties: str | None) -> dict[str, Any]:
+    """Catalog's ``properties``: only the listed top-level properties of an object."""
+    if not properties:
+        return view
+    wanted = {name for name in properties.split(",") if name}
+    return {key: value for key, value in view.items() if key in wanted}
+
+
+def _media_type(accept: str | None, *, keep_version: bool = False) -> str:
+    """An Accept header normalised: lower case, no spaces, without parameters unless asked."""
+    value = (accept or "").replace(" ", "").lower()
+    return value if keep_version else value.partition(";")[0]
+
+
+def _property_condition(text: str | None) -> Callable[[dict[str, Any]], bool] | None:
+    """The Schema Registry's ``property=<name>==<value>`` (or ``!=``) filter as a predicate."""
+    if not text:
+        return None
+    for operator in ("==", "!="):
+        name, separator, value = text.partition(operator)
+        if separator:
+            equal = operator == "=="
+            return lambda view: (str(view.get(name)) == value) == equal
+    raise _problem(400, "property must be <name>==<value> or <name>!=<value>.")
+
+
+def _all_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = body.get("allOf")
+    if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+        raise _problem(400, 'allOf must be a list of {"$ref": ...} objects.')
+    return parts
+
+
+def _alt_id(resource_id: str) -> str:
+    """``https://ns.adobe.com/<tenant>/schemas/<id>`` -> ``_<tenant>.schemas.<id>``."""
+    tenant, noun, name = resource_id.removeprefix("https://ns.adobe.com/").split("/")
+    return f"_{tenant}.{noun}.{name}"
+
+
+@cache
+def _global_library() -> dict[str, dict[str, Any]]:
+    """The global container: Adobe's shipped XDM resources by ``$id``, in AEP notation."""
+    library: dict[str, dict[str, Any]] = {}
+    folders = [resources.files("mixpanel_assets.xdm") / "schemas" / "components"]
+    while folders:
+        for entry in folders.pop().iterdir():
+            if entry.is_dir():
+                folders.append(entry)
+            elif entry.name.endswith(".schema.json"):
+                source = json.loads(entry.read_text(encoding="utf-8"))
+                library[source["$id"]] = to_aep_notation(source)
+    return library
+
+
+def _resolve(
+    node: Any, document: dict[str, Any], documents: dict[str, dict[str, Any]], depth: int
+) -> Any:
+    """``node`` with every ``$ref`` replaced by its target and every ``allOf`` merged into one
+    object (properties deep-merged, required lists joined): the registry's xed-full form."""
+    if depth > 64:
+        raise _problem(500, "A schema refers to itself too deeply to be resolved.")
+    if isinstance(node, list):
+        return [_resolve(item, document, documents, depth + 1) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target_document, target = _dereference(node["$ref"], document, documents)
+        return _resolve(target, target_document, documents, depth + 1)
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("allOf", "definitions", "$id", "$schema"):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            result[key] = {
+                name: _resolve(child, document, documents, depth + 1)
+                for name, child in value.items()
+            }
+        else:
+            result[key] = _resolve(value, document, documents, depth + 1)
+    for part in node.get("allOf", []):
+        _merge(result, _resolve(part, document, documents, depth + 1))
+    return result
+
+
+def _dereference(
+    reference: str, document: dict[str, Any], documents: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], Any]:
+    address, _, pointer = reference.partition("#")
+    target_document = documents.get(address) if address else document
+    if target_document is None:
+        raise _problem(500, f"The local platform does not know {address}.")
+    target: Any = target_document
+    for part in filter(None, unquote(pointer).split("/")):
+        target = target[part.replace("~1", "/").replace("~0", "~")]
+    return target_document, target
+
+
+def _merge(target: dict[str, Any], source: dict[str, Any]) -> None:
+    for key, value in source.items():
+        if key == "properties" and isinstance(value, dict):
+            properties = target.setdefault("properties", {})
+            for name, child in value.items():
+                if isinstance(properties.get(name), dict) and isinstance(child, dict):
+                    _merge(properties[name], child)
+                else:
+                    properties.setdefault(name, child)
+        elif key == "required" and isinstance(value, list):
+            required = target.setdefault("required", [])
+            required.extend(name for name in value if name not in required)
+        else:
+            target.setdefault(key, value)
 
 
 def _json_body(request: _Request) -> dict[str, Any]:

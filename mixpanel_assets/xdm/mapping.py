@@ -1,56 +1,37 @@
-"""Mixpanel event -> XDM ExperienceEvent (AEP notation): a pure function and its spec.
+"""Mixpanel event -> XDM ExperienceEvent (AEP notation): a pure function of the event and a spec.
 
 Rules that matter to AEP: no nulls or empty values anywhere (the key is left out), ``timestamp``
 as RFC 3339 UTC with milliseconds, ``_id`` a SHA-256 hex digest that is the same every time the
-event is exported, one identity per namespace and exactly one primary identity. Standard Mixpanel
-properties go to standard XDM fields; when a value cannot take the XDM type (a 3-letter country
-code, a non-numeric screen size) it stays, untouched, among the tenant's properties, so nothing
-is lost. Everything else lives under ``_<tenant>.mixpanel``.
+event is exported, one identity per namespace and exactly one primary identity. The mapping
+file (``spec.py``) sends properties to standard XDM fields with typed conversions; a value its
+conversion or field cannot take stays, untouched, among the tenant's properties, so nothing is
+lost. Everything else lives under ``_<tenant>.mixpanel``.
+
+This is the per-event hot path: the spec is compiled once into plain dicts and tuples.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import math
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Literal
-from urllib.parse import quote
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mixpanel_assets.mixpanel.event_time import epoch_seconds, event_time_utc
+from mixpanel_assets.xdm.conversions import CONVERSIONS, as_string
+from mixpanel_assets.xdm.schema import CustomField, tenant_field_group, value_checker
+from mixpanel_assets.xdm.spec import TENANT_OBJECT, MappingRules, default_rules
 
 
 class InvalidEvent(ValueError):
     """The event cannot become a valid ExperienceEvent; the message is the quarantine reason."""
-
-
-class IdentityNamespaces(BaseModel):
-    """AEP identity namespace codes for Mixpanel's three ids."""
-
-    model_config = ConfigDict(frozen=True)
-
-    distinct_id: str = "MixpanelDistinctId"
-    user_id: str = "MixpanelUserId"
-    device_id: str = "MixpanelDeviceId"
-
-
-DEFAULT_EVENT_TYPES = {
-    "$mp_web_page_view": "web.webpagedetails.pageViews",
-    "$mp_click": "web.webinteraction.linkClicks",
-    "$mp_page_leave": "web.webpagedetails.pageViews",
-    "Viewed Product": "commerce.productViews",
-    "Added to Cart": "commerce.productListAdds",
-    "Removed from Cart": "commerce.productListRemovals",
-    "Checkout Started": "commerce.checkouts",
-    "Purchase": "commerce.purchases",
-    "App Open": "application.launch",
-    "$ae_first_open": "application.firstLaunches",
-    "$ae_updated": "application.upgrades",
-    "App Close": "application.close",
-}
 
 
 class MappingSpec(BaseModel):
@@ -62,95 +43,62 @@ class MappingSpec(BaseModel):
     tenant_id: str
     event_time: Literal["utc", "project_local"] = "utc"
     project_timezone: str = "UTC"
-    identity_namespaces: IdentityNamespaces = IdentityNamespaces()
-    event_types: dict[str, str] = DEFAULT_EVENT_TYPES
-    default_event_type: str = "mixpanel.event"
+    rules: MappingRules = Field(default_factory=default_rules)
+
+    @cached_property
+    def compiled(self) -> CompiledMapping:
+        return CompiledMapping.build(self)
 
 
-Converter = Callable[[Any], Any]
-
-_STATE_PROVINCE = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
-_LETTERS2 = re.compile(r"^[A-Za-z]{2}$")
-_MOBILE_LIBS = frozenset({"android", "iphone", "swift", "react-native", "flutter", "unity"})
+# (parent path, field name, conversion, value check or None) for one mapped property.
+_Target = tuple[tuple[str, ...], str, Callable[[Any], Any], Callable[[Any], bool] | None]
 
 
-def _text(value: Any) -> str | None:
-    """Strings as they are; numbers (``$browser_version: 135``) as their decimal text."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
+@dataclass(frozen=True, slots=True)
+class CompiledMapping:
+    """A spec as plain lookups, resolved for one tenant: what ``to_xdm`` reads per event."""
 
+    project_id: str
+    tenant_key: str
+    event_time: str
+    project_timezone: str
+    targets: dict[str, _Target]
+    event_types: dict[str, str]
+    default_event_type: str
+    namespaces: tuple[str, str, str]
+    application_libraries: frozenset[str]
+    custom_tenant_fields: tuple[CustomField, ...]
 
-def _integer(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
+    @classmethod
+    def build(cls, spec: MappingSpec) -> CompiledMapping:
+        tenant_field_group(spec.tenant_id)  # fails early, naming AEP_TENANT_ID, if malformed
+        tenant_key = f"_{spec.tenant_id}"
+        rules = spec.rules
+        targets: dict[str, _Target] = {}
+        for name, mapping in rules.properties.items():
+            path = mapping.path
+            resolved = (tenant_key, *path[1:]) if path[0] == TENANT_OBJECT else path
+            convert = CONVERSIONS[mapping.type].convert
+            targets[name] = (resolved[:-1], resolved[-1], convert, value_checker(path))
+        namespaces = rules.identity_namespaces
+        return cls(
+            project_id=spec.project_id,
+            tenant_key=tenant_key,
+            event_time=spec.event_time,
+            project_timezone=spec.project_timezone,
+            targets=targets,
+            event_types=dict(rules.event_types.by_event),
+            default_event_type=rules.event_types.default,
+            namespaces=(namespaces.distinct_id, namespaces.user_id, namespaces.device_id),
+            application_libraries=frozenset(rules.application_libraries),
+            custom_tenant_fields=rules.custom_tenant_fields(),
+        )
 
-
-def _country_code(value: Any) -> str | None:
-    return value.upper() if isinstance(value, str) and _LETTERS2.match(value) else None
-
-
-def _state_province(value: Any) -> str | None:
-    return value if isinstance(value, str) and _STATE_PROVINCE.match(value) else None
-
-
-def _library_uri(value: Any) -> str | None:
-    """``implementationDetails.name`` is a URI in XDM; Mixpanel's ``mp_lib`` is a bare name."""
-    text = _text(value)
-    return f"https://mixpanel.com/libraries/{quote(text, safe='')}" if text else None
-
-
-# Mixpanel property -> (XDM path, converter). A value the converter rejects stays a tenant property.
-STANDARD_FIELDS: dict[str, tuple[tuple[str, ...], Converter]] = {
-    "$current_url": (("web", "webPageDetails", "URL"), _text),
-    "current_page_title": (("web", "webPageDetails", "name"), _text),
-    "$referrer": (("web", "webReferrer", "URL"), _text),
-    "$browser": (("environment", "browserDetails", "name"), _text),
-    "$browser_version": (("environment", "browserDetails", "version"), _text),
-    "$os": (("environment", "operatingSystem"), _text),
-    "$os_version": (("environment", "operatingSystemVersion"), _text),
-    "$carrier": (("environment", "carrier"), _text),
-    "$device": (("device", "type"), _text),
-    "$model": (("device", "model"), _text),
-    "$manufacturer": (("device", "manufacturer"), _text),
-    "$screen_height": (("device", "screenHeight"), _integer),
-    "$screen_width": (("device", "screenWidth"), _integer),
-    "$city": (("placeContext", "geo", "city"), _text),
-    "$region": (("placeContext", "geo", "stateProvince"), _state_province),
-    "mp_country_code": (("placeContext", "geo", "countryCode"), _country_code),
-    "$app_version_string": (("application", "version"), _text),
-    "$app_release": (("application", "id"), _text),
-    "utm_source": (("marketing", "trackingCode"), _text),
-    "utm_medium": (("marketing", "campaignGroup"), _text),
-    "utm_campaign": (("marketing", "campaignName"), _text),
-    "mp_lib": (("implementationDetails", "name"), _library_uri),
-    "$lib_version": (("implementationDetails", "version"), _text),
-}
-
-# Mixpanel's own bookkeeping -> _<tenant>.mixpanel.<field>, kept with its JSON type.
-INTERNAL_FIELDS: dict[str, tuple[str, Converter]] = {
-    "distinct_id": ("distinctId", _text),
-    "$device_id": ("deviceId", _text),
-    "$user_id": ("userId", _text),
-    "$insert_id": ("insertId", _text),
-    "mp_processing_time_ms": ("processingTimeMs", _integer),
-    "$mp_api_timestamp_ms": ("apiTimestampMs", _integer),
-    "$mp_api_endpoint": ("apiEndpoint", _text),
-    "$import": ("imported", lambda value: value if isinstance(value, bool) else None),
-}
 
 _DEVICE_PREFIX = "$device:"
 # AEP rejects events that happen in the future; allow for clock skew between machines.
-_FUTURE_TOLERANCE = timedelta(minutes=5)
+FUTURE_TOLERANCE_SECONDS = 300
+_EMPTY_CONTAINERS = (str, list, dict)
 
 
 def parse_event(line: bytes) -> tuple[str, dict[str, Any]]:
@@ -175,12 +123,12 @@ def dedup_key(name: str, properties: dict[str, Any]) -> bytes:
     Mixpanel never deduplicates events without ``$insert_id``; we treat two such events as the
     same only when every property is equal, so an exact repeat is dropped and nothing else is.
     """
-    insert_id = properties.get("$insert_id")
+    insert_id = as_string(properties.get("$insert_id"))
     if insert_id is not None:
         key = [name, properties.get("distinct_id"), properties.get("time"), insert_id]
     else:
         key = [name, properties]
-    return hashlib.blake2b(orjson.dumps(key, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return hashlib.blake2b(_json(key, "the dedup key"), digest_size=16).digest()
 
 
 def event_id(spec: MappingSpec, name: str, properties: dict[str, Any]) -> str:
@@ -190,81 +138,121 @@ def event_id(spec: MappingSpec, name: str, properties: dict[str, Any]) -> str:
     would otherwise produce a new id. Without ``$insert_id`` the digest covers every property but
     ``distinct_id`` instead: stable across re-exports, distinct for distinct events.
     """
-    time_ms = round(epoch_seconds(properties["time"]) * 1000)
-    insert_id = properties.get("$insert_id")
-    if insert_id is not None:
-        material = f"{spec.project_id}|{name}|{time_ms}|{insert_id}".encode()
-    else:
-        rest = {key: value for key, value in properties.items() if key != "distinct_id"}
-        material = f"{spec.project_id}|{name}|{time_ms}|".encode() + orjson.dumps(
-            rest, option=orjson.OPT_SORT_KEYS
-        )
-    return hashlib.sha256(material).hexdigest()
+    return _event_id(spec.project_id, name, _usable_time(properties.get("time")), properties)
 
 
 def to_xdm(name: str, properties: dict[str, Any], spec: MappingSpec) -> dict[str, Any]:
     """The XDM ExperienceEvent for one Mixpanel event; raises ``InvalidEvent`` with the reason."""
-    raw_time = properties.get("time")
-    if not isinstance(raw_time, int | float) or isinstance(raw_time, bool) or raw_time <= 0:
-        raise InvalidEvent(f"no usable time: 'time' is {raw_time!r}, expected epoch seconds")
-    instant = event_time_utc(raw_time, regime=spec.event_time, timezone=spec.project_timezone)
-    if instant > datetime.now(UTC) + _FUTURE_TOLERANCE:
+    return map_event(name, properties, spec.compiled)[0]
+
+
+def map_event(
+    name: str, properties: dict[str, Any], mapping: CompiledMapping
+) -> tuple[dict[str, Any], float]:
+    """``to_xdm`` on a compiled spec, plus the event's true UTC instant in epoch seconds."""
+    raw_time = _usable_time(properties.get("time"))
+    seconds = _utc_seconds(raw_time, mapping)
+    if seconds > time.time() + FUTURE_TOLERANCE_SECONDS:
         raise InvalidEvent(
-            f"time {instant.isoformat()} is in the future; AEP only accepts past events "
-            "(if many events do this, check MIXPANEL_EVENT_TIME and MIXPANEL_PROJECT_TIMEZONE)"
+            f"in the future: time {raw_time!r} is {_rfc3339(seconds)}; AEP only accepts past "
+            "events (if many events do this, check MIXPANEL_EVENT_TIME and "
+            "MIXPANEL_PROJECT_TIMEZONE)"
         )
     record: dict[str, Any] = {
-        "_id": event_id(spec, name, properties),
-        "timestamp": instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z",
-        "eventType": spec.event_types.get(name, spec.default_event_type),
-        "identityMap": _identity_map(properties, spec.identity_namespaces),
+        "_id": _event_id(mapping.project_id, name, raw_time, properties),
+        "timestamp": _rfc3339(seconds),
+        "eventType": mapping.event_types.get(name, mapping.default_event_type),
+        "identityMap": _identity_map(properties, mapping.namespaces),
     }
     mixpanel: dict[str, Any] = {"eventName": name, "time": raw_time}
+    record[mapping.tenant_key] = {"mixpanel": mixpanel}
     custom: dict[str, str] = {}
+    targets = mapping.targets
     for key, value in properties.items():
-        if key == "time" or _is_empty(value):
+        target = targets.get(key)
+        if target is not None:
+            parents, field, convert, fits = target
+            converted = convert(value)
+            if converted is not None and (fits is None or fits(converted)):
+                node = record
+                for parent in parents:
+                    child = node.get(parent)
+                    node = child if child is not None else node.setdefault(parent, {})
+                node[field] = converted
+                continue
+        elif key == "time":
             continue
-        if key in STANDARD_FIELDS:
-            path, convert = STANDARD_FIELDS[key]
-            converted = convert(value)
-            if converted is not None:
-                _set_path(record, path, converted)
-                continue
-        elif key in INTERNAL_FIELDS:
-            field, convert = INTERNAL_FIELDS[key]
-            converted = convert(value)
-            if converted is not None:
-                mixpanel[field] = converted
-                continue
-        custom[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if value is None or (not value and isinstance(value, _EMPTY_CONTAINERS)):
+            continue
+        if type(value) is not str:
+            value = _json(value, f"property {key!r}", option=0).decode()
+        custom[key] = value
     if custom:
         mixpanel["properties"] = custom
-    if "environment" in record or "mp_lib" in properties:
-        environment = record.setdefault("environment", {})
-        environment["type"] = _environment_type(properties.get("mp_lib"))
-    record[f"_{spec.tenant_id}"] = {"mixpanel": mixpanel}
-    return record
+    environment_type = _environment_type(properties, mapping.application_libraries)
+    if environment_type:
+        record.setdefault("environment", {})["type"] = environment_type
+    return record, seconds
 
 
-def _identity_map(properties: dict[str, Any], namespaces: IdentityNamespaces) -> dict[str, Any]:
+def _usable_time(raw_time: Any) -> int | float:
+    if type(raw_time) not in (int, float) or not 0 < raw_time < math.inf:
+        raise InvalidEvent(f"no usable time: 'time' is {raw_time!r}, expected epoch seconds")
+    return raw_time
+
+
+def _utc_seconds(raw_time: int | float, mapping: CompiledMapping) -> float:
+    if mapping.event_time == "utc":
+        return epoch_seconds(raw_time)
+    try:
+        instant = event_time_utc(
+            raw_time, regime=mapping.event_time, timezone=mapping.project_timezone
+        )
+    except (OverflowError, OSError, ValueError):
+        raise InvalidEvent(f"no usable time: 'time' is {raw_time!r}, past year 9999") from None
+    return instant.timestamp()
+
+
+def _rfc3339(seconds: float) -> str:
+    """``2025-05-01T11:12:50.123Z``: RFC 3339 UTC with milliseconds, as AEP wants."""
+    try:
+        instant = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:.0f} s after the epoch"  # only ever shown in a quarantine reason
+    return instant.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _event_id(project_id: str, name: str, raw_time: int | float, properties: dict) -> str:
+    time_ms = round(epoch_seconds(raw_time) * 1000)
+    insert_id = as_string(properties.get("$insert_id"))
+    if insert_id is not None:
+        material = f"{project_id}|{name}|{time_ms}|{insert_id}".encode()
+    else:
+        rest = {key: value for key, value in properties.items() if key != "distinct_id"}
+        material = f"{project_id}|{name}|{time_ms}|".encode() + _json(rest, "the properties")
+    return hashlib.sha256(material).hexdigest()
+
+
+def _identity_map(properties: dict[str, Any], namespaces: tuple[str, str, str]) -> dict[str, Any]:
     """One identity per namespace, exactly one of them primary.
 
     A ``$device:<id>`` distinct_id is an anonymous user: its device id is the identity. The
     primary is the most durable id present: distinct_id, then ``$user_id``, then the device.
     """
-    distinct_id = _text(properties.get("distinct_id"))
-    user_id = _text(properties.get("$user_id"))
-    device_id = _text(properties.get("$device_id"))
+    distinct_id = as_string(properties.get("distinct_id"))
+    user_id = as_string(properties.get("$user_id"))
+    device_id = as_string(properties.get("$device_id"))
     if distinct_id and distinct_id.startswith(_DEVICE_PREFIX):
         device_id = device_id or distinct_id[len(_DEVICE_PREFIX) :] or None
         distinct_id = None
+    distinct_namespace, user_namespace, device_namespace = namespaces
     identities: list[tuple[str, str, str]] = []
     if distinct_id:
-        identities.append((namespaces.distinct_id, distinct_id, "ambiguous"))
+        identities.append((distinct_namespace, distinct_id, "ambiguous"))
     if user_id:
-        identities.append((namespaces.user_id, user_id, "authenticated"))
+        identities.append((user_namespace, user_id, "authenticated"))
     if device_id:
-        identities.append((namespaces.device_id, device_id, "ambiguous"))
+        identities.append((device_namespace, device_id, "ambiguous"))
     if not identities:
         raise InvalidEvent("no identity: distinct_id, $user_id and $device_id are all missing")
     return {
@@ -273,16 +261,16 @@ def _identity_map(properties: dict[str, Any], namespaces: IdentityNamespaces) ->
     }
 
 
-def _environment_type(library: Any) -> str:
-    return "application" if isinstance(library, str) and library in _MOBILE_LIBS else "browser"
+def _environment_type(properties: dict[str, Any], application_libraries: frozenset[str]) -> str:
+    library = properties.get("mp_lib")
+    if type(library) is str and library in application_libraries:
+        return "application"
+    return "browser" if as_string(properties.get("$browser")) else ""
 
 
-def _is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
-
-
-def _set_path(record: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    target = record
-    for key in path[:-1]:
-        target = target.setdefault(key, {})
-    target[path[-1]] = value
+def _json(value: Any, what: str, option: int = orjson.OPT_SORT_KEYS) -> bytes:
+    """JSON bytes of ``value``; keys sorted by default, so equal content gives equal digests."""
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError as problem:
+        raise InvalidEvent(f"not encodable: {what} cannot be written as JSON ({problem})") from None

@@ -1,4 +1,4 @@
-"""The mapping's configuration: tenant namespace and identity namespaces."""
+"""The mapping's configuration: the tenant namespace and the mapping file."""
 
 from __future__ import annotations
 
@@ -6,32 +6,54 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from mixpanel_assets.mixpanel.resource import MixpanelResource
-from mixpanel_assets.xdm.mapping import IdentityNamespaces, MappingSpec
+from mixpanel_assets.settings import ConfigError, env_or_default
+from mixpanel_assets.xdm.mapping import MappingSpec
 from mixpanel_assets.xdm.schema import tenant_field_group
+from mixpanel_assets.xdm.spec import (
+    DEFAULT_MAPPING_FILE,
+    MAPPING_VARIABLE,
+    MappingFileError,
+    MappingRules,
+    load_rules,
+)
 
 
 class XdmMappingResource(ConfigurableResource):
     """How Mixpanel events become XDM records in this organisation."""
 
     tenant_id: str = Field(description="AEP_TENANT_ID: custom fields go under _<tenant>")
-    distinct_id_namespace: str = "MixpanelDistinctId"
-    user_id_namespace: str = "MixpanelUserId"
-    device_id_namespace: str = "MixpanelDeviceId"
+    mapping_file: str = Field(
+        default="",
+        description=f"{MAPPING_VARIABLE}: a mapping YAML file; empty means the default mapping",
+    )
 
     @classmethod
     def from_env(cls) -> XdmMappingResource:
-        return cls(tenant_id=EnvVar("AEP_TENANT_ID"))
+        return cls(
+            tenant_id=EnvVar("AEP_TENANT_ID"),
+            mapping_file=env_or_default(MAPPING_VARIABLE, ""),
+        )
+
+    def rules(self) -> MappingRules:
+        """The mapping file's rules, checked; a bad file raises ``ConfigError`` naming it."""
+        try:
+            return load_rules(self.mapping_file)
+        except MappingFileError as problem:
+            raise ConfigError(str(problem)) from None
+
+    def mapping_source(self) -> str:
+        return self.mapping_file or str(DEFAULT_MAPPING_FILE)
 
     def spec(self, mixpanel: MixpanelResource) -> MappingSpec:
-        tenant_field_group(self.tenant_id)  # fails early, naming AEP_TENANT_ID, if malformed
+        """The spec for a run; raises ``ConfigError`` naming the variable that is wrong."""
+        try:
+            tenant_field_group(self.tenant_id)
+        except ValueError as problem:
+            raise ConfigError(str(problem)) from None
         return MappingSpec(
             project_id=mixpanel.project_id,
             tenant_id=self.tenant_id,
             event_time=mixpanel.checked_event_time(),
             project_timezone=mixpanel.project_timezone,
-            identity_namespaces=IdentityNamespaces(
-                distinct_id=self.distinct_id_namespace,
-                user_id=self.user_id_namespace,
-                device_id=self.device_id_namespace,
-            ),
+            rules=self.rules(),
         )

@@ -74,8 +74,8 @@ class Platform:
         headers.update(overrides)
         return headers
 
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return self.session.get(self.url + path, headers=self.headers(), params=params)
+    def get(self, api_path: str, **params: Any) -> requests.Response:
+        return self.session.get(self.url + api_path, headers=self.headers(), params=params)
 
     def post_batch(self, body: dict[str, Any]) -> requests.Response:
         return self.session.post(self.url + BATCHES, json=body, headers=self.headers())
@@ -111,6 +111,19 @@ class Platform:
             assert time.monotonic() < deadline, f"batch still {batch['status']}"
             time.sleep(0.01)
         return batch
+
+    def failed_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """Every failed row: the listing of the batch's failed-row files, then each file."""
+        path = f"/data/foundation/export/batches/{batch_id}/failed"
+        listing = self.get(path)
+        assert listing.status_code == 200, listing.text
+        rows = []
+        for file in listing.json()["data"]:
+            content = self.get(path, path=file["name"])
+            assert content.status_code == 200
+            assert len(content.content) == int(file["length"])
+            rows.extend(orjson.loads(line) for line in content.content.splitlines())
+        return rows
 
     def ingest(self, dataset_id: str, data: bytes, **fields: Any) -> dict[str, Any]:
         """Create, upload one file, COMPLETE and wait: the whole lifecycle of one batch."""
@@ -276,12 +289,12 @@ def test_dataset_is_described_with_its_xdm_schema(platform: Platform, dataset_id
     assert response.status_code == 200
     dataset = response.json()[dataset_id]
     assert dataset["name"] == "mixpanel_events"
-    assert dataset["schemaRef"] == {
-        "id": "https://ns.adobe.com/localsandbox/schemas/mixpanel_experience_event",
-        "contentType": "application/vnd.adobe.xed+json;version=1",
-    }
+    assert dataset["schemaRef"]["contentType"] == "application/vnd.adobe.xed+json;version=1"
+    assert dataset["schemaRef"]["id"].startswith("https://ns.adobe.com/localsandbox/schemas/")
     assert len(dataset_id) == 24
     assert dataset_id == dataset_id.lower()
+    only = platform.get(f"/data/foundation/catalog/dataSets/{dataset_id}", properties="name")
+    assert only.json() == {dataset_id: {"name": "mixpanel_events"}}
     unknown = platform.get("/data/foundation/catalog/dataSets/000000000000000000000000")
     assert unknown.status_code == 404
 
@@ -383,9 +396,7 @@ def test_invalid_records_fail_the_batch_and_are_kept_as_failed_rows(
         "INGEST-1550-400": 3,
     }
     assert emulator.dataset_records(dataset_id).empty
-    failed = platform.get(f"/data/foundation/export/batches/{batch['id']}/failed")
-    assert failed.status_code == 200
-    rows = [orjson.loads(line) for line in failed.content.splitlines()]
+    rows = platform.failed_rows(batch["id"])
     assert [row["_corrupt_record"].encode() for row in rows] == INVALID_LINES
     assert [row["_errors"][0]["code"] for row in rows] == [
         "1555",
@@ -435,8 +446,7 @@ def test_partial_ingestion_accepts_failures_up_to_its_percentage(
         assert batch["errors"][0]["description"].startswith(
             f"Encountered {bad} errors in the data. Successfully ingested {len(good)} rows."
         )
-    failed = platform.get(f"/data/foundation/export/batches/{batch['id']}/failed")
-    assert len(failed.content.splitlines()) == bad
+    assert len(platform.failed_rows(batch["id"])) == bad
 
 
 @pytest.mark.parametrize("data", [None, b"\n \n"])
@@ -603,3 +613,249 @@ def test_unknown_paths_answer_json_404(platform: Platform) -> None:
     assert response.status_code == 404
     assert response.json()["status"] == 404
     assert platform.get("/data/foundation/catalog/batches/01UNKNOWNBATCH").status_code == 404
+
+
+REGISTRY = "/data/foundation/schemaregistry"
+XED = "application/vnd.adobe.xed+json;version=1"
+XED_FULL = "application/vnd.adobe.xed-full+json;version=1"
+XED_ID = "application/vnd.adobe.xed-id+json"
+EXPERIENCE_EVENT = "https://ns.adobe.com/xdm/context/experienceevent"
+WEB_DETAILS = "https://ns.adobe.com/xdm/context/experienceevent-web"
+
+
+def mixpanel_field_group(title: str = "Mixpanel fields", tenant: str = "_localsandbox") -> dict:
+    fields = {
+        "type": "object",
+        "properties": {
+            "mixpanel": {
+                "type": "object",
+                "properties": {"eventName": {"type": "string"}, "time": {"type": "number"}},
+            }
+        },
+    }
+    return {
+        "title": title,
+        "type": "object",
+        "meta:intendedToExtend": [EXPERIENCE_EVENT],
+        "definitions": {"mixpanel": {"properties": {tenant: fields}}},
+        "allOf": [{"$ref": "#/definitions/mixpanel"}],
+    }
+
+
+def post(platform: Platform, api_path: str, body: Any, **headers: str) -> requests.Response:
+    return platform.session.post(
+        platform.url + api_path, json=body, headers=platform.headers(**headers)
+    )
+
+
+def get_with(platform: Platform, api_path: str, accept: str, **params: Any) -> requests.Response:
+    return platform.session.get(
+        platform.url + api_path, headers=platform.headers(Accept=accept), params=params
+    )
+
+
+def registered_schema(platform: Platform, title: str = "Mixpanel events") -> str:
+    field_group = post(platform, f"{REGISTRY}/tenant/fieldgroups", mixpanel_field_group())
+    assert field_group.status_code == 201, field_group.text
+    schema = post(
+        platform,
+        f"{REGISTRY}/tenant/schemas",
+        {
+            "title": title,
+            "type": "object",
+            "allOf": [
+                {"$ref": EXPERIENCE_EVENT},
+                {"$ref": WEB_DETAILS},
+                {"$ref": field_group.json()["$id"]},
+            ],
+        },
+    )
+    assert schema.status_code == 201, schema.text
+    return schema.json()["$id"]
+
+
+def test_the_schema_registry_composes_and_resolves_a_schema(platform: Platform) -> None:
+    assert platform.get(f"{REGISTRY}/stats").json()["tenantId"] == "localsandbox"
+    outside_tenant = post(
+        platform, f"{REGISTRY}/tenant/fieldgroups", mixpanel_field_group(tenant="mixpanel")
+    )
+    assert outside_tenant.status_code == 400
+    assert "_localsandbox" in outside_tenant.json()["detail"]
+    schema_id = registered_schema(platform)
+    again = post(platform, f"{REGISTRY}/tenant/fieldgroups", mixpanel_field_group())
+    assert again.status_code == 409
+    unknown_group = post(
+        platform,
+        f"{REGISTRY}/tenant/schemas",
+        {"title": "x", "type": "object", "allOf": [{"$ref": EXPERIENCE_EVENT}, {"$ref": "y"}]},
+    )
+    assert unknown_group.status_code == 400
+    assert "not a known field group" in unknown_group.json()["detail"]
+
+    listing = get_with(
+        platform, f"{REGISTRY}/tenant/schemas", XED_ID, property="title==Mixpanel events"
+    )
+    assert [item["$id"] for item in listing.json()["results"]] == [schema_id]
+    assert set(listing.json()["results"][0]) == {"$id", "meta:altId", "version", "title"}
+    address = f"{REGISTRY}/tenant/schemas/{requests.utils.quote(schema_id, safe='')}"
+    assert get_with(platform, address, "application/vnd.adobe.xed-full+json").status_code == 406
+    raw = get_with(platform, address, XED).json()
+    assert [part["$ref"] for part in raw["allOf"]][:2] == [EXPERIENCE_EVENT, WEB_DETAILS]
+    full = get_with(platform, address, XED_FULL).json()
+    assert "allOf" not in full and "$ref" not in orjson.dumps(full).decode()
+    assert full["required"] == ["_id", "timestamp"]
+    fields = full["properties"]
+    assert {"_id", "timestamp", "eventType", "identityMap", "web", "_localsandbox"} <= set(fields)
+    assert "environment" not in fields, "only the field groups the schema names"
+    assert fields["_localsandbox"]["properties"]["mixpanel"]["properties"]["time"] == {
+        "type": "number"
+    }
+    url = fields["web"]["properties"]["webPageDetails"]["properties"]["URL"]
+    assert url["type"] == "string"
+    by_alt_id = get_with(platform, f"{REGISTRY}/tenant/schemas/{raw['meta:altId']}", XED_FULL)
+    assert by_alt_id.json() == full
+
+
+def test_identity_descriptors_need_a_string_field_and_a_namespace(platform: Platform) -> None:
+    schema_id = registered_schema(platform)
+    namespaces = "/data/core/idnamespace/identities"
+    assert "ECID" in {item["code"] for item in platform.get(namespaces).json()}
+    created = post(
+        platform, namespaces, {"code": "MixpanelDistinctId", "name": "x", "idType": "Cross_device"}
+    )
+    assert created.status_code == 201 and created.json()["custom"] is True
+    assert (
+        post(
+            platform, namespaces, {"code": "mixpaneldistinctid", "name": "y", "idType": "EMAIL"}
+        ).status_code
+        == 409
+    )
+    assert (
+        post(platform, namespaces, {"code": "Other", "name": "y", "idType": "PERSON"}).status_code
+        == 400
+    )
+
+    def descriptor(field: str, namespace: str = "MixpanelDistinctId") -> requests.Response:
+        body = {
+            "@type": "xdm:descriptorIdentity",
+            "xdm:sourceSchema": schema_id,
+            "xdm:sourceVersion": 1,
+            "xdm:sourceProperty": field,
+            "xdm:namespace": namespace,
+            "xdm:property": "xdm:code",
+            "xdm:isPrimary": True,
+        }
+        return post(platform, f"{REGISTRY}/tenant/descriptors", body)
+
+    assert descriptor("/_localsandbox/mixpanel/time").status_code == 400  # a number
+    assert descriptor("/_localsandbox/mixpanel/nothing").status_code == 400
+    assert descriptor("/_localsandbox/mixpanel/eventName", "Nobody").status_code == 400
+    made = descriptor("/_localsandbox/mixpanel/eventName")
+    assert made.status_code == 201
+    second = descriptor("/web/webPageDetails/URL", "Email")
+    assert second.status_code == 400 and "one primary identity" in second.json()["detail"]
+    listed = get_with(platform, f"{REGISTRY}/tenant/descriptors", "application/vnd.adobe.xdm+json")
+    (stored,) = listed.json()["xdm:descriptorIdentity"]
+    assert stored["@id"] == made.json()["@id"]
+    assert stored["xdm:sourceProperty"] == "/_localsandbox/mixpanel/eventName"
+
+
+def test_datasets_are_made_on_a_tenant_schema_and_found_by_name(platform: Platform) -> None:
+    schema_id = registered_schema(platform)
+    datasets = "/data/foundation/catalog/dataSets"
+    unknown = post(
+        platform, datasets, {"name": "events", "schemaRef": {"id": "nope", "contentType": XED}}
+    )
+    assert unknown.status_code == 400
+    created = post(
+        platform, datasets, {"name": "events*", "schemaRef": {"id": schema_id, "contentType": XED}}
+    )
+    assert created.status_code == 201
+    (reference,) = created.json()
+    dataset_id = reference.removeprefix("@/dataSets/")
+    post(platform, datasets, {"name": "other", "schemaRef": {"id": schema_id, "contentType": XED}})
+
+    assert list(platform.get(datasets, name="events**").json()) == [dataset_id]
+    assert list(platform.get(datasets, name="ev*").json()) == [dataset_id]
+    assert len(platform.get(datasets).json()) == 2
+    view = platform.get(f"{datasets}/{dataset_id}").json()[dataset_id]
+    assert view["schemaRef"] == {"id": schema_id, "contentType": XED}
+
+
+def test_batches_are_found_by_tag_and_read_a_page_at_a_time(
+    platform: Platform, dataset_id: str
+) -> None:
+    made = [
+        platform.create_batch(dataset_id, tags={"day": [f"1/2026-11-0{index}"]})
+        for index in (1, 1, 2)
+    ]
+
+    def listing(**params: Any) -> list[str]:
+        response = platform.get("/data/foundation/catalog/batches", dataSet=dataset_id, **params)
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    assert listing(tags="day:1/2026-11-01") == made[:2]
+    assert listing(tags="day:1/2026-11-*") == made
+    assert listing(tags="day:*,missing:*") == []
+    assert listing(tags="day:1/2026-11-01", orderBy="desc:created") == made[1::-1]
+    assert listing(limit=2) + listing(limit=2, start=2) == made
+    assert platform.get("/data/foundation/catalog/batches", tags="nocolon").status_code == 400
+
+
+def test_a_loading_batch_nobody_completes_is_abandoned(tmp_path: Path) -> None:
+    with PlatformEmulator(tmp_path, abandon_after_seconds=0.05) as emulator:
+        platform = Platform(emulator)
+        dataset_id = emulator.create_dataset("events")
+        batch_id = platform.create_batch(dataset_id)
+        time.sleep(0.1)
+
+        batch = platform.catalog(batch_id)
+        assert batch["status"] == "abandoned"
+        assert "expected timeframe" in batch["errors"][0]["description"]
+        assert (
+            platform.put_file(batch_id, dataset_id, "a.json", jsonl(event("a"))).status_code == 400
+        )
+        assert platform.action(batch_id, "COMPLETE").status_code == 400
+        assert platform.action(batch_id, "ABORT").status_code == 400
+
+
+def test_queued_batch_faults_fail_a_batch_or_reject_some_rows(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    emulator.fail_next_batch("INGEST-9999-500", "Internal processing failure.")
+    emulator.reject_rows_of_next_batch(1)
+
+    failed = platform.ingest(dataset_id, jsonl(event("a1")))
+    partial = platform.ingest(
+        dataset_id, jsonl(event("b1"), event("b2")), partialIngestionPercent=50
+    )
+    clean = platform.ingest(dataset_id, jsonl(event("c1")))
+
+    assert failed["status"] == "failed"
+    assert failed["errors"] == [
+        {"code": "INGEST-9999-500", "description": "Internal processing failure."}
+    ]
+    assert (partial["status"], partial["recordCount"], partial["failedRecordCount"]) == (
+        "success",
+        1,
+        1,
+    )
+    (row,) = platform.failed_rows(partial["id"])
+    assert orjson.loads(row["_corrupt_record"])["_id"] == "b1"
+    assert "fault" in row["_validationErrors"][0]["message"]
+    assert clean["status"] == "success"
+    assert sorted(emulator.dataset_records(dataset_id)["_id"]) == ["b2", "c1"]
+
+
+def test_a_fault_after_handling_loses_only_the_answer(
+    emulator: PlatformEmulator, platform: Platform, dataset_id: str
+) -> None:
+    platform.token()
+    emulator.queue_fault("POST", BATCHES, 502, after_handling=True)
+
+    answer = platform.post_batch({"datasetId": dataset_id, "inputFormat": {"format": "json"}})
+
+    assert answer.status_code == 502
+    (made,) = emulator.batches(dataset_id)
+    assert made["status"] == "loading"

@@ -1,0 +1,108 @@
+"""Which of a day's batches a new batch of that day must replace, once none is unfinished.
+
+AEP's data lake never deduplicates: a re-run of a day that appended would hold the day twice. So
+the new batch replays (``replay.predecessors``) every batch of the day that is live. They are
+found three ways, any one of which is enough: the last materialization's metadata, the
+partition's manifest, and the Catalog itself (every batch is tagged with its project and day),
+so a lost Dagster instance or data directory loses nothing. Each is confirmed in the Catalog:
+
+- ``success``/``active``: live, replaced by the new batch;
+- ``loading``: a run that died before COMPLETE: aborted, so it cannot go live later (if AEP says
+  it was completed after all, it is waited for like the next case);
+- processing, queued, retrying and the like: waited for, since it may still go live;
+- ``stalled``: AEP gave up retrying it, yet it is not over: the run stops and says what to do;
+- failed, aborted, abandoned, replaced, or unknown to the Catalog, or of another dataset: ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mixpanel_assets.aep.client import (
+    FAILED,
+    REPLACED,
+    STALLED,
+    SUCCEEDED,
+    AEPClient,
+    AEPError,
+    AEPRefusal,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SettledDay:
+    live: list[str]  # the batches a new batch of the day must replay, oldest first
+    aborted: list[str]  # unfinished batches of dead runs, aborted now
+
+
+def settle_day(
+    client: AEPClient,
+    *,
+    dataset_id: str,
+    tags: Mapping[str, str],
+    known_batch_ids: Iterable[str],
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> SettledDay:
+    """The day's live batches in ``dataset_id``, once its unfinished batches are settled.
+
+    ``tags`` are the Catalog tags every batch of the day carries; ``known_batch_ids`` are the
+    day's batches as Dagster and the manifest remember them.
+    """
+    views = {view["id"]: view for view in client.list_batches(dataset_id, tags=tags)}
+    for batch_id in known_batch_ids:
+        if batch_id in views:
+            continue
+        try:
+            view = client.get_batch(batch_id)
+        except AEPRefusal as refusal:
+            if refusal.status != 404:
+                raise
+            logger.warning("batch %s of the day is unknown to the Catalog: ignored", batch_id)
+            continue
+        if _dataset_of(view) == dataset_id:
+            views[batch_id] = view
+    live: list[str] = []
+    aborted: list[str] = []
+    for view in sorted(views.values(), key=lambda item: (item.get("created", 0), item["id"])):
+        status = view.get("status")
+        if status == "loading" and _aborted(client, view["id"]):
+            aborted.append(view["id"])
+            continue
+        if status not in SUCCEEDED | FAILED | REPLACED:
+            status = client.wait_for_batch(
+                view["id"], timeout_seconds=timeout_seconds, poll_seconds=poll_seconds
+            ).get("status")
+        if status == STALLED:
+            raise AEPError(
+                f"batch {view['id']} of this day is 'stalled': AEP exhausted its retries but the "
+                "batch may still go live. Abort or revert it in the AEP UI (Datasets > batch), "
+                "then re-run the day."
+            )
+        if status in SUCCEEDED:
+            live.append(view["id"])
+    return SettledDay(live=live, aborted=aborted)
+
+
+def _aborted(client: AEPClient, batch_id: str) -> bool:
+    """True once aborted; False when AEP says the batch was completed and cannot be."""
+    try:
+        client.abort_batch(batch_id)
+    except AEPRefusal as refusal:
+        if refusal.status != 400:
+            raise
+        return False
+    logger.info("aborted batch %s, left loading by an earlier run of the day", batch_id)
+    return True
+
+
+def _dataset_of(view: dict[str, Any]) -> str | None:
+    for related in view.get("relatedObjects") or []:
+        if related.get("type") == "dataSet":
+            return related.get("id")
+    return None

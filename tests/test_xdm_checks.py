@@ -1,0 +1,114 @@
+"""The XDM asset's checks in real Dagster runs on the local sandbox: the quarantine share blocks
+a bad day, the event-time check warns without blocking, a bad mapping file stops the run."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from dagster import (
+    AssetCheckSeverity,
+    ExecuteInProcessResult,
+    instance_for_test,
+    materialize,
+)
+
+from mixpanel_assets.pipeline import build_definitions
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
+from mixpanel_assets.xdm.spec import DEFAULT_MAPPING_FILE
+
+XDM = "xdm_experience_events"
+
+
+@pytest.fixture(autouse=True)
+def default_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MIXPANEL_ASSETS_MAPPING", raising=False)
+
+
+def _run(day: str) -> ExecuteInProcessResult:
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        return materialize(
+            [*defs.assets, *defs.asset_checks],
+            partition_key=day,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+
+
+def _checks(result: ExecuteInProcessResult) -> dict:
+    return {check.check_name: check for check in result.get_asset_check_evaluations()}
+
+
+def _mapping_with(tmp_path: Path, old: str, new: str) -> str:
+    text = DEFAULT_MAPPING_FILE.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return str(path)
+
+
+def test_a_day_over_the_quarantine_limit_never_reaches_aep(
+    sandbox: LocalSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sandbox quarantines 1 line in 100 (no identity): exactly the default limit, which
+    # passes; a stricter limit must stop the day.
+    stricter = _mapping_with(
+        tmp_path, "max_quarantined_share: 0.01", "max_quarantined_share: 0.005"
+    )
+    monkeypatch.setenv("MIXPANEL_ASSETS_MAPPING", stricter)
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    result = _run(day)
+
+    assert not result.success
+    checks = _checks(result)
+    share = checks["quarantine_share"]
+    assert not share.passed and share.severity == AssetCheckSeverity.ERROR
+    metadata = {key: value.value for key, value in share.metadata.items()}
+    assert metadata["quarantined_share"] == 0.01
+    assert metadata["max_quarantined_share"] == 0.005
+    assert metadata["quarantine_reasons"] == {"no identity": 3}
+    assert "above the 0.50% allowed" in share.description
+    assert all(check.passed for name, check in checks.items() if name != "quarantine_share")
+    assert result.asset_materializations_for_node("aep_ingested_batches") == []
+    assert len(sandbox.platform.dataset_records(sandbox.dataset_id)) == 0
+
+
+def test_a_legacy_project_read_as_utc_warns_but_still_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = ZoneInfo("America/New_York")
+    day = datetime.now(zone).date() - timedelta(days=1)
+    with local_sandbox(
+        tmp_path / "data", events_per_day=200, timezone=zone.key, time_regime="project_local"
+    ) as legacy:
+        for name, value in legacy.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MIXPANEL_EVENT_TIME", "utc")  # the mistake the check is there for
+        result = _run(day.isoformat())
+        loaded = legacy.platform.dataset_records(legacy.dataset_id)
+
+    assert result.success
+    offset = _checks(result)["event_time_offset"]
+    assert not offset.passed and offset.severity == AssetCheckSeverity.WARN
+    noon = datetime.combine(day, datetime.min.time().replace(hour=12), zone)
+    expected_lag = -int(noon.utcoffset().total_seconds() // 60)  # New York is behind: +4 or +5 h
+    assert offset.metadata["suspected_offset_minutes"].value == expected_lag
+    assert "MIXPANEL_EVENT_TIME=project_local" in offset.description
+    assert len(loaded) > 0
+
+
+def test_a_malformed_mapping_file_fails_the_run_naming_it(
+    sandbox: LocalSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = _mapping_with(
+        tmp_path, "$browser: {xdm: environment.browserDetails.name", "$browser: {xdm: browser.name"
+    )
+    monkeypatch.setenv("MIXPANEL_ASSETS_MAPPING", broken)
+    result = _run((datetime.now(UTC).date() - timedelta(days=1)).isoformat())
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    assert failure.step_key == XDM
+    message = str(failure.step_failure_data.error)
+    assert f"MIXPANEL_ASSETS_MAPPING={broken}: properties.$browser: xdm 'browser.name'" in message
