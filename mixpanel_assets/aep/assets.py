@@ -79,7 +79,9 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
         folder = partition_files.folder(AEP_BATCHES, key)
         try:
             client = aep.get_client()
-            project_validator = xdm_validator(xdm_mapping.tenant_id)
+            project_validator = xdm_validator(
+                xdm_mapping.tenant_id, xdm_mapping.rules().custom_tenant_fields()
+            )
         except (ConfigError, ValueError) as problem:
             raise Failure(str(problem), allow_retries=False) from None
         records_path = xdm.file("events")
