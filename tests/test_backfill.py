@@ -48,9 +48,18 @@ def _wait_for_runs(home: Path, expected: int, timeout: float = 420.0) -> list:
     raise AssertionError(f"the backfill did not finish in {timeout:.0f} s")
 
 
-@pytest.mark.timeout(600)
 @contextmanager
 def _daemon(env: dict[str, str], workspace: str) -> Iterator[None]:
+    """The daemon runs the backfill alone: the schedule and sensor would add their own runs."""
+    for kind, name in (("schedule", "daily_ingestion_schedule"), ("sensor", "late_events_sensor")):
+        subprocess.run(
+            [DAGSTER, kind, "stop", name, "-w", workspace],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
     daemon = subprocess.Popen(
         [DAGSTER + "-daemon", "run", "-w", workspace],
         env=env,
