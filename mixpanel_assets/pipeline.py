@@ -57,6 +57,7 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
             build_late_events_sensor(
                 partitions,
                 DAILY_JOB,
+                loaded_asset=AEP_BATCHES,
                 recent_days=settings.int_setting(
                     "MIXPANEL_ASSETS_LATE_DAYS", 5, 1, 60, "the recent days to watch"
                 ),

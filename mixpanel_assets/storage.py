@@ -20,6 +20,8 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
+from mixpanel_assets.file_lock import exclusive_lock
+
 MANIFEST = "manifest.json"
 
 
@@ -44,6 +46,12 @@ class PartitionFolder:
 
     def file(self, role: str) -> Path:
         return self.path / self.manifest()["files"][role]
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Keep other runs of this partition out while the block runs."""
+        with exclusive_lock(self.path / ".lock"):
+            yield
 
     @contextmanager
     def staging(self) -> Iterator[Path]:

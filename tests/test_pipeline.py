@@ -157,6 +157,51 @@ def test_sensor_re_runs_only_days_with_late_events(sandbox: LocalSandbox) -> Non
         )
         assert sensor.evaluate_tick(context).run_requests == []
 
+        # The requested re-run fails: the day is asked about, and requested, again.
+        sandbox.mixpanel.queue_fault(Fault(kind="terminated_early", count=2))
+        failed = _materialize(
+            defs,
+            late_day.isoformat(),
+            instance,
+            resources=_impatient(defs),
+            tags={"mixpanel_assets/trigger": "late_events"},
+            raise_on_error=False,
+        )
+        assert not failed.success
+        context = build_sensor_context(
+            instance=instance, cursor=second.cursor, definitions=defs, resources=defs.resources
+        )
+        (retry,) = sensor.evaluate_tick(context).run_requests
+        assert retry.partition_key == late_day.isoformat()
+        assert retry.run_key.endswith(f"retry-of-{failed.run_id[:8]}")
+
+
+def test_a_day_mapped_from_an_older_export_is_not_loaded(sandbox: LocalSandbox) -> None:
+    day = _yesterday()
+    defs = build_definitions()
+    raw, aep = (
+        next(asset for asset in defs.assets if asset.key.path == [name])
+        for name in ("mixpanel_raw_events", "aep_ingested_batches")
+    )
+    with instance_for_test() as instance:
+        assert _materialize(defs, day, instance).success
+        held = len(sandbox.platform.dataset_records(sandbox.dataset_id))
+        sandbox.mixpanel.add_late_events(date.fromisoformat(day), 3)
+        assert materialize(
+            [raw], partition_key=day, instance=instance, resources=defs.resources
+        ).success
+        stale = materialize(
+            [aep],
+            partition_key=day,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+    assert not stale.success
+    failure = next(event for event in stale.all_events if event.is_step_failure)
+    assert "mapped from an earlier raw export" in str(failure.step_failure_data.error)
+    assert len(sandbox.platform.dataset_records(sandbox.dataset_id)) == held
+
 
 def test_missing_required_variable_is_named(
     sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch

@@ -9,6 +9,8 @@ knows them by their tags, so any one of the three is enough to find them.
 
 from contextlib import suppress
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -25,7 +27,7 @@ from dagster import (
     asset,
 )
 
-from mixpanel_assets.aep.client import AEPError
+from mixpanel_assets.aep.client import AEPClient, AEPError
 from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     DayBatchResult,
@@ -37,6 +39,7 @@ from mixpanel_assets.aep.day_batch import (
 from mixpanel_assets.aep.replay import SettledDay, settle_day
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.aep.target_schema import SchemaMismatchError, read_target_schema
+from mixpanel_assets.mixpanel.assets import RAW_EVENTS, WATERMARK
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles, PartitionFolder, PartitionMissingError
@@ -76,6 +79,8 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
         """The day's batch in the AEP dataset, replacing the day's earlier batches."""
         key = context.partition_key
         xdm = partition_files.folder(XDM_EVENTS, key)
+        xdm_manifest = xdm.manifest()  # once: the file loaded and the figures kept must agree
+        _require_checked_day(key, partition_files.folder(RAW_EVENTS, key).manifest(), xdm_manifest)
         folder = partition_files.folder(AEP_BATCHES, key)
         try:
             client = aep.get_client()
@@ -84,7 +89,7 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
             )
         except (ConfigError, ValueError) as problem:
             raise Failure(str(problem), allow_retries=False) from None
-        records_path = xdm.file("events")
+        records_path = xdm.path / xdm_manifest["files"]["events"]
         try:
             target = read_target_schema(client, aep.dataset_id, project_validator)
             target.check_records(records_path)
@@ -93,61 +98,82 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
         except AEPError as problem:
             raise Failure(f"could not read the target dataset's schema: {problem}") from None
         day_tag = f"{mixpanel.project_id}/{key}"
-        try:
-            settled = settle_day(
-                client,
-                dataset_id=aep.dataset_id,
-                tags={PARTITION_TAG: day_tag},
-                known_batch_ids=_remembered_batch_ids(context, folder),
-                timeout_seconds=aep.batch_timeout_seconds,
-                poll_seconds=aep.poll_seconds,
-            )
-        except AEPError as problem:
-            raise Failure(f"could not settle the day's earlier batches: {problem}") from None
-        if settled.aborted:
-            context.log.warning(f"aborted batch(es) {settled.aborted}, left loading by a dead run")
-        if xdm.manifest()["records"] == 0:
-            return _empty_day(key, settled)
-        request = DayBatchRequest(
+        # One run of a day at a time from here on: two would both replay the same predecessor
+        # and both stay live (the queued run coordinator's per-day limit does not cover the CLI).
+        with folder.locked():
+            return _load_day(context, aep, folder, records_path, xdm_manifest, day_tag, client)
+
+    return aep_ingested_batches
+
+
+def _load_day(
+    context: AssetExecutionContext,
+    aep: AEPResource,
+    folder: PartitionFolder,
+    records_path: Path,
+    xdm_manifest: dict[str, Any],
+    day_tag: str,
+    client: AEPClient,
+) -> MaterializeResult:
+    """Settle the day's earlier batches, load the new one and record it."""
+    key = context.partition_key
+    try:
+        settled = settle_day(
+            client,
             dataset_id=aep.dataset_id,
-            external_id=f"mixpanel-{mixpanel.project_id}-{key}-{context.run.run_id[:8]}",
-            tags={PARTITION_TAG: [day_tag]},
-            predecessors=settled.live,
-            max_file_bytes=aep.upload_file_max_bytes,
-            partial_ingestion_percent=aep.partial_ingestion_percent,
+            tags={PARTITION_TAG: day_tag},
+            known_batch_ids=_remembered_batch_ids(context, folder),
             timeout_seconds=aep.batch_timeout_seconds,
             poll_seconds=aep.poll_seconds,
         )
-        with folder.staging() as work:
-            try:
-                result = load_day(client, records_path, request, work)
-            except (AEPError, ValueError) as problem:
-                raise Failure(str(problem)) from None
-        metadata = _batch_metadata(result, settled)
-        if batch_failed(result):
-            raise Failure(describe_failure(result), metadata=metadata)
-        if result.failed_percent > aep.partial_ingestion_percent:
-            raise Failure(
-                f"{describe_failure(result)} That is {result.failed_percent:.2f}% of the day, "
-                f"over the allowed {aep.partial_ingestion_percent:g}%.",
-                metadata=metadata,
-            )
-        folder.publish(
-            {},
-            {
-                "batch_ids": [result.batch_id],
-                "replaced_batch_ids": settled.live,
-                "record_count": result.record_count,
-                "loaded_at": datetime.now(UTC).isoformat(),
-            },
+    except AEPError as problem:
+        raise Failure(f"could not settle the day's earlier batches: {problem}") from None
+    if settled.aborted:
+        context.log.warning(f"aborted batch(es) {settled.aborted}, left loading by a dead run")
+    watermark = xdm_manifest["raw_watermark_ms"] or 0
+    if xdm_manifest["records"] == 0:
+        return _empty_day(key, settled, watermark)
+    request = DayBatchRequest(
+        dataset_id=aep.dataset_id,
+        external_id=f"mixpanel-{day_tag.replace('/', '-')}-{context.run.run_id[:8]}",
+        tags={PARTITION_TAG: [day_tag]},
+        predecessors=settled.live,
+        max_file_bytes=aep.upload_file_max_bytes,
+        partial_ingestion_percent=aep.partial_ingestion_percent,
+        timeout_seconds=aep.batch_timeout_seconds,
+        poll_seconds=aep.poll_seconds,
+    )
+    with folder.staging() as work:
+        try:
+            result = load_day(client, records_path, request, work)
+        except (AEPError, ValueError) as problem:
+            raise Failure(str(problem)) from None
+    metadata = {**_batch_metadata(result, settled), WATERMARK: watermark}
+    if batch_failed(result):
+        raise Failure(describe_failure(result), metadata=metadata)
+    if result.failed_percent > aep.partial_ingestion_percent:
+        raise Failure(
+            f"{describe_failure(result)} That is {result.failed_percent:.2f}% of the day, "
+            f"over the allowed {aep.partial_ingestion_percent:g}%. AEP accepted the batch "
+            f"anyway: {result.batch_id} is live and replaced {settled.live or 'nothing'}; fix "
+            "the records and re-run the day to replace it.",
+            metadata=metadata,
         )
-        context.log.info(
-            f"batch {result.batch_id}: {result.record_count} records accepted"
-            + (f", replacing {settled.live}" if settled.live else "")
-        )
-        return MaterializeResult(metadata=metadata, check_results=[_batch_check(key, result)])
-
-    return aep_ingested_batches
+    folder.publish(
+        {},
+        {
+            "batch_ids": [result.batch_id],
+            "replaced_batch_ids": settled.live,
+            "record_count": result.record_count,
+            "raw_watermark_ms": watermark,
+            "loaded_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    context.log.info(
+        f"batch {result.batch_id}: {result.record_count} records accepted"
+        + (f", replacing {settled.live}" if settled.live else "")
+    )
+    return MaterializeResult(metadata=metadata, check_results=[_batch_check(key, result)])
 
 
 def _remembered_batch_ids(context: AssetExecutionContext, folder: PartitionFolder) -> list[str]:
@@ -167,7 +193,24 @@ def _remembered_batch_ids(context: AssetExecutionContext, folder: PartitionFolde
     return list(dict.fromkeys(found))
 
 
-def _empty_day(key: str, settled: SettledDay) -> MaterializeResult:
+def _require_checked_day(key: str, raw: dict[str, Any], xdm: dict[str, Any]) -> None:
+    """Refuse a day whose XDM files would fail the blocking checks a separate run may skip."""
+    problems = []
+    if xdm["raw_sha256"] != raw["sha256"]:
+        problems.append("it was mapped from an earlier raw export than the current one")
+    if xdm["records"] + xdm["duplicates_dropped"] + xdm["quarantined"] != raw["line_count"]:
+        problems.append("its counts do not reconcile with the raw export")
+    if xdm["raw_lines"] and xdm["quarantined"] / xdm["raw_lines"] > xdm["max_quarantined_share"]:
+        problems.append("its quarantined share is over max_quarantined_share")
+    if problems:
+        raise Failure(
+            f"{key} is not loaded into AEP: {'; '.join(problems)}. Materialize "
+            "xdm_experience_events for the day again (with its checks) first.",
+            allow_retries=False,
+        )
+
+
+def _empty_day(key: str, settled: SettledDay, watermark: int) -> MaterializeResult:
     if settled.live:
         raise Failure(
             f"{key} now has no valid events, but AEP still holds batch(es) {settled.live} from an "
@@ -181,6 +224,7 @@ def _empty_day(key: str, settled: SettledDay) -> MaterializeResult:
             "batch_ids": MetadataValue.json([]),
             "replaced_batch_ids": MetadataValue.json([]),
             "aborted_batch_ids": MetadataValue.json(settled.aborted),
+            WATERMARK: watermark,
         },
         check_results=[
             AssetCheckResult(

@@ -10,7 +10,6 @@ from there, so partitions, checks and downstream assets stay per day.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 
 from dagster import DagsterInstance, RunsFilter
 
+from mixpanel_assets.file_lock import exclusive_lock
 from mixpanel_assets.mixpanel.export_client import (
     ExportQuery,
     ExportSummary,
@@ -66,13 +66,11 @@ class BackfillStaging:
 
     @contextmanager
     def locked(self) -> Iterator[BackfillStaging]:
-        self._folder.mkdir(parents=True, exist_ok=True)
-        with open(self._folder / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(self._folder / ".lock"):
             yield self
 
     def has(self, day: date) -> bool:
-        return self._summary_path(day).exists()
+        return self._summary_path(day).exists() and self._data_path(day).exists()
 
     def stage(
         self,

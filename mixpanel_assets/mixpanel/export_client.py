@@ -258,8 +258,7 @@ class MixpanelExportClient:
         Each attempt writes ``destination`` from scratch, so a failed attempt leaves nothing
         behind that could be mistaken for the export; the caller publishes the file atomically.
         """
-        summary = self._with_retries(query, lambda: self._export_once(query, destination))
-        return summary
+        return self._with_retries(query, lambda: self._export_once(query, destination))
 
     def export_days_to_files(
         self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
@@ -270,10 +269,9 @@ class MixpanelExportClient:
         or lies outside ``destinations`` raises ``UnsplittableExportError``: export those days
         one at a time instead.
         """
-        summaries = self._with_retries(
+        return self._with_retries(
             query, lambda: self._export_split_once(query, destinations, day_of)
         )
-        return summaries
 
     def _with_retries(self, query: ExportQuery, attempt_export: Callable[[], _Result]) -> _Result:
         last_problem = ""
@@ -303,13 +301,19 @@ class MixpanelExportClient:
         )
 
     def count_events(self, query: ExportQuery) -> int:
-        """Number of lines an export returns (use a small ``limit`` to keep the probe cheap)."""
+        """Number of lines an export returns (use a small ``limit`` to keep the probe cheap).
+
+        Retried like an export; persistent trouble raises ``MixpanelExportError``.
+        """
+        return self._with_retries(query, lambda: self._count_once(query)).line_count
+
+    def _count_once(self, query: ExportQuery) -> ExportSummary:
         summary = ExportSummary()
         scanner = _LineScanner(summary.observe)
         with self._get(query) as response:
             _consume(response, scanner, file=None)
         scanner.finish()
-        return summary.line_count
+        return summary
 
     def _export_once(self, query: ExportQuery, destination: Path) -> ExportSummary:
         summary = ExportSummary()

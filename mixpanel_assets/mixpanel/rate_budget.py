@@ -9,12 +9,13 @@ came first instead of starting a storm of 429s.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from mixpanel_assets.file_lock import exclusive_lock
 
 HOUR = 3600.0
 SECOND = 1.0
@@ -51,9 +52,7 @@ class RateBudget:
 
     def reserve(self) -> float:
         """Book the next free slot (epoch seconds) and return it."""
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._state_path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(self._state_path.with_suffix(".lock")):
             now = self._clock()
             slots = [slot for slot in self._load() if slot > now - HOUR]
             slot = max([now, *slots])

@@ -85,6 +85,11 @@ class MixpanelResource(ConfigurableResource):
     def resolved_export_url(self) -> str:
         if self.export_url:
             parsed = urlparse(self.export_url)
+            if parsed.username is not None or parsed.password is not None:
+                raise ConfigError(
+                    "MIXPANEL_EXPORT_URL must not carry credentials: put them in "
+                    "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET."
+                )
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ConfigError(
                     f"MIXPANEL_EXPORT_URL={self.export_url!r} is not an http(s) URL: give the "

@@ -1,10 +1,12 @@
 """``late_events_sensor``: re-run recent days that Mixpanel received more events for.
 
 Mobile SDKs deliver events up to five days late and ``/import`` backdates them at will, so a day
-exported last night may have grown since. Each raw partition records its watermark, the largest
-``mp_processing_time_ms`` it holds; a one-line probe asks Mixpanel whether that day now has any
-event processed after it. The cursor remembers which watermark a re-run was requested for, so a
-day is re-requested only after a re-run moved its watermark and newer events arrived again.
+exported last night may have grown since. Each day's load into the destination records the
+watermark it carried, the largest ``mp_processing_time_ms`` of the export it came from; a
+one-line probe asks Mixpanel whether that day now has any event processed after it. So a day
+counts as done only once its late events have reached the destination, not once a re-run was
+asked for. The cursor remembers which watermark a re-run was requested for: the day is asked
+about again when a re-run moved its watermark, or when that re-run failed.
 """
 
 import json
@@ -14,8 +16,10 @@ from datetime import UTC, date, datetime
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -23,11 +27,12 @@ from dagster import (
     sensor,
 )
 
-from mixpanel_assets.mixpanel.assets import RAW_EVENTS, WATERMARK
+from mixpanel_assets.mixpanel.assets import WATERMARK
 from mixpanel_assets.mixpanel.export_client import MixpanelExportError
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 
-RECENT_DAYS = 5
+TRIGGER_TAG = "mixpanel_assets/trigger"
+PARTITION_TAG = "dagster/partition"
 
 
 def late_events_where(watermark_ms: int) -> str:
@@ -38,9 +43,13 @@ def late_events_where(watermark_ms: int) -> str:
 def build_late_events_sensor(
     partitions_def: TimeWindowPartitionsDefinition,
     job_name: str,
-    recent_days: int = RECENT_DAYS,
-    interval_seconds: int = 3600,
+    loaded_asset: str,
+    recent_days: int,
+    interval_seconds: int,
 ) -> SensorDefinition:
+    """The sensor; ``loaded_asset`` is the last asset of the chain, whose materializations record
+    the watermark a day reached the destination with."""
+
     @sensor(
         name="late_events_sensor",
         job_name=job_name,
@@ -56,9 +65,14 @@ def build_late_events_sensor(
         client = mixpanel.get_client()
         run_requests, probe_failures = [], []
         for key in keys:
-            watermark = _watermark(context, key)
-            if watermark is None or requested.get(key) == watermark:
+            watermark = _loaded_watermark(context, loaded_asset, key)
+            if watermark is None:
                 continue
+            retry_of = None
+            if requested.get(key) == watermark:
+                retry_of = _failed_late_run(context, key)
+                if retry_of is None:
+                    continue  # the re-run is pending, running, or landed without moving the mark
             day = date.fromisoformat(key)
             query = replace(mixpanel.query(day, day, late_events_where(watermark)), limit=1)
             try:
@@ -69,11 +83,12 @@ def build_late_events_sensor(
                 continue
             if late:
                 requested[key] = watermark
+                run_key = f"late-events:{key}:{watermark}"
                 run_requests.append(
                     RunRequest(
                         partition_key=key,
-                        run_key=f"late-events:{key}:{watermark}",
-                        tags={"mixpanel_assets/trigger": "late_events"},
+                        run_key=f"{run_key}:retry-of-{retry_of}" if retry_of else run_key,
+                        tags={TRIGGER_TAG: "late_events"},
                     )
                 )
         cursor = json.dumps({key: requested[key] for key in keys if key in requested})
@@ -87,12 +102,21 @@ def build_late_events_sensor(
     return late_events_sensor
 
 
-def _watermark(context: SensorEvaluationContext, key: str) -> int | None:
-    """The latest raw materialization's watermark for ``key`` (None when never exported)."""
+def _loaded_watermark(context: SensorEvaluationContext, asset: str, key: str) -> int | None:
+    """The watermark ``key`` reached the destination with (None when it never did)."""
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(RAW_EVENTS), asset_partitions=[key]), limit=1
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[key]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None
     value = records[0].asset_materialization.metadata.get(WATERMARK)
     return int(value.value) if value is not None else None
+
+
+def _failed_late_run(context: SensorEvaluationContext, key: str) -> str | None:
+    """The id of the day's last late-events run if it failed (so it deserves another go)."""
+    runs = context.instance.get_runs(
+        RunsFilter(tags={PARTITION_TAG: key, TRIGGER_TAG: "late_events"}), limit=1
+    )
+    failed = runs and runs[0].status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+    return runs[0].run_id[:8] if failed else None

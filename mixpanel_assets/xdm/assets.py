@@ -68,10 +68,12 @@ def build_xdm_experience_events(
         except ConfigError as problem:
             raise Failure(str(problem), allow_retries=False) from None
         raw = partition_files.folder(RAW_EVENTS, context.partition_key)
+        raw_manifest = raw.manifest()  # once: the file mapped and the figures kept must agree
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
+        max_share = xdm_mapping.rules().max_quarantined_share
         with folder.staging() as staging:
             stats = map_day(
-                raw.file("events"),
+                raw.path / raw_manifest["files"]["events"],
                 staging / "events.jsonl.gz",
                 staging / "quarantine.jsonl.gz",
                 spec,
@@ -91,7 +93,9 @@ def build_xdm_experience_events(
                     "event_types": dict(stats.event_types),
                     "processing_lag": stats.processing_lag_summary(),
                     "mapping_file": xdm_mapping.mapping_source(),
-                    "raw_sha256": raw.manifest()["sha256"],
+                    "max_quarantined_share": max_share,
+                    "raw_sha256": raw_manifest["sha256"],
+                    "raw_watermark_ms": raw_manifest["max_processing_time_ms"],
                     "mapped_at": datetime.now(UTC).isoformat(),
                 },
             )
@@ -225,13 +229,11 @@ def build_xdm_checks(
         "quarantine is not loaded until someone looks.",
     )
     def quarantine_share(
-        context: AssetCheckExecutionContext,
-        partition_files: PartitionFiles,
-        xdm_mapping: XdmMappingResource,
+        context: AssetCheckExecutionContext, partition_files: PartitionFiles
     ) -> AssetCheckResult:
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
-        limit = xdm_mapping.rules().max_quarantined_share
+        limit = xdm["max_quarantined_share"]  # the limit the day was mapped under
         # A correctly rounded division: exactly 1 line in 100 equals the literal 0.01.
         share = xdm["quarantined"] / xdm["raw_lines"] if xdm["raw_lines"] else 0.0
         return AssetCheckResult(
@@ -248,7 +250,7 @@ def build_xdm_checks(
             description=None
             if share <= limit
             else f"{share:.2%} of the day's lines were quarantined, above the "
-            f"{limit:.2%} allowed (max_quarantined_share in {xdm_mapping.mapping_source()}); "
+            f"{limit:.2%} allowed (max_quarantined_share in {xdm['mapping_file']}); "
             "the quarantine file holds each line with its reasons.",
         )
 
