@@ -18,7 +18,7 @@ from dagster import (
     materialize,
 )
 
-from mixpanel_assets.aep.assets import AEP_BATCHES, PARTITION_TAG
+from mixpanel_assets.aep.assets import AEP_BATCHES, AEP_DAY_TAG
 from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.pipeline import build_definitions
@@ -106,7 +106,7 @@ def test_a_day_run_three_times_then_backfilled_is_held_exactly_once(
     day, last_day = _closed_days(2)
     defs = build_definitions()
     quick = _resources(sandbox, defs)
-    day_tag = {PARTITION_TAG: [f"{sandbox.mixpanel.project_id}/{day}"]}
+    day_tag = {AEP_DAY_TAG: [f"{sandbox.mixpanel.project_id}/{day}"]}
     with instance_for_test() as instance:
         reruns = [_batches(_run(defs, day, instance, resources=quick))]
         reruns += [_batches(_run(defs, day, instance, quick, only_aep=True)) for _ in range(2)]

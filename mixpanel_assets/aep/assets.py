@@ -49,7 +49,7 @@ from mixpanel_assets.xdm.schema import xdm_validator
 
 AEP_BATCHES = "aep_ingested_batches"
 BATCH_CHECK = "batch_succeeded"
-PARTITION_TAG = "mixpanelAssetsPartition"
+AEP_DAY_TAG = "mixpanelAssetsPartition"
 
 
 def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -> AssetsDefinition:
@@ -121,7 +121,7 @@ def _load_day(
         settled = settle_day(
             client,
             dataset_id=aep.dataset_id,
-            tags={PARTITION_TAG: day_tag},
+            tags={AEP_DAY_TAG: day_tag},
             known_batch_ids=_remembered_batch_ids(context, folder),
             timeout_seconds=aep.batch_timeout_seconds,
             poll_seconds=aep.poll_seconds,
@@ -136,7 +136,7 @@ def _load_day(
     request = DayBatchRequest(
         dataset_id=aep.dataset_id,
         external_id=f"mixpanel-{day_tag.replace('/', '-')}-{context.run.run_id[:8]}",
-        tags={PARTITION_TAG: [day_tag]},
+        tags={AEP_DAY_TAG: [day_tag]},
         predecessors=settled.live,
         max_file_bytes=aep.upload_file_max_bytes,
         partial_ingestion_percent=aep.partial_ingestion_percent,

@@ -8,6 +8,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from mixpanel_assets.aep.client import DEFAULT_SCOPES, AEPClient
+from mixpanel_assets.aep.day_batch import MAX_SMALL_FILE_BYTES
 from mixpanel_assets.settings import (
     ConfigError,
     env_int_or_default,
@@ -62,6 +63,11 @@ class AEPResource(ConfigurableResource):
 
     def get_client(self) -> AEPClient:
         require_non_empty({"AEP_DATASET_ID": self.dataset_id})
+        if not 0 < self.upload_file_max_bytes <= MAX_SMALL_FILE_BYTES:
+            raise ConfigError(
+                f"AEP_UPLOAD_FILE_MAX_BYTES={self.upload_file_max_bytes} must be between 1 and "
+                f"{MAX_SMALL_FILE_BYTES} (AEP's small-file limit)."
+            )
         return build_client(
             ims_url=self.ims_url,
             platform_url=self.platform_url,
