@@ -18,6 +18,7 @@ from mixpanel_assets.aep.day_batch import (
 )
 from mixpanel_assets.aep.replay import settle_day
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
+from tests.platform_clients import emulator_client
 
 SECRET = "client-s3cret"
 TENANT = "acme"
@@ -33,16 +34,8 @@ def platform(tmp_path: Path) -> Iterator[PlatformEmulator]:
 
 
 def _client(platform: PlatformEmulator, **overrides: object) -> AEPClient:
-    settings: dict = {
-        "ims_url": platform.url,
-        "platform_url": platform.url,
-        "client_id": "local-sandbox-client",
-        "client_secret": SECRET,
-        "org_id": "LOCALSANDBOX@AdobeOrg",
-        "sandbox_name": "prod",
-        "retry_base_seconds": 0.01,
-    }
-    return AEPClient(**{**settings, **overrides})
+    settings: dict = {"client_secret": SECRET, "retry_base_seconds": 0.01, **overrides}
+    return emulator_client(platform, **settings)
 
 
 def _record(index: int, **changes: object) -> dict:

@@ -16,6 +16,7 @@ from mixpanel_assets.aep.provisioning import (
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 from mixpanel_assets.xdm.schema import CLASS_ID
 from mixpanel_assets.xdm.spec import default_rules
+from tests.platform_clients import emulator_client
 
 TENANT = "acme"
 SECRET = "provisioning-s3cret"
@@ -29,14 +30,7 @@ def platform(tmp_path: Path) -> Iterator[PlatformEmulator]:
 
 @pytest.fixture
 def client(platform: PlatformEmulator) -> AEPClient:
-    return AEPClient(
-        ims_url=platform.url,
-        platform_url=platform.url,
-        client_id="local-sandbox-client",
-        client_secret=SECRET,
-        org_id="LOCALSANDBOX@AdobeOrg",
-        sandbox_name="prod",
-    )
+    return emulator_client(platform, SECRET)
 
 
 def _writes(platform: PlatformEmulator) -> list[str]:

@@ -11,6 +11,7 @@ from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.target_schema import SchemaMismatchError, closed, read_target_schema
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 from mixpanel_assets.xdm.schema import CLASS_ID, xdm_validator
+from tests.platform_clients import emulator_client
 
 TENANT = "acme"
 WEB_DETAILS = "https://ns.adobe.com/xdm/context/experienceevent-web"
@@ -24,14 +25,7 @@ def platform(tmp_path: Path) -> Iterator[PlatformEmulator]:
 
 @pytest.fixture
 def client(platform: PlatformEmulator) -> AEPClient:
-    return AEPClient(
-        ims_url=platform.url,
-        platform_url=platform.url,
-        client_id="local-sandbox-client",
-        client_secret="local-sandbox-client-secret",
-        org_id="LOCALSANDBOX@AdobeOrg",
-        sandbox_name="prod",
-    )
+    return emulator_client(platform, "local-sandbox-client-secret")
 
 
 def _record(index: int, **changes: object) -> dict:
