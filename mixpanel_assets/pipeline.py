@@ -16,10 +16,11 @@ from dagster import (
 from mixpanel_assets import settings
 from mixpanel_assets.aep.assets import AEP_BATCHES, build_aep_ingested_batches
 from mixpanel_assets.aep.resource import AEPResource
+from mixpanel_assets.coordination import COORDINATION_VARIABLE
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS, build_mixpanel_raw_events
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.mixpanel.sensors import build_late_events_sensor
-from mixpanel_assets.storage import PartitionFiles
+from mixpanel_assets.storage import DATA_DIR_VARIABLE, SCRATCH_DIR_VARIABLE, PartitionFiles
 from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_checks, build_xdm_experience_events
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
@@ -78,7 +79,9 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
             "xdm_mapping": XdmMappingResource.from_env(),
             "aep": AEPResource.from_env(),
             "partition_files": PartitionFiles(
-                data_dir=settings.env_or_default("MIXPANEL_ASSETS_DATA_DIR", "./data")
+                data_dir=settings.env_or_default(DATA_DIR_VARIABLE, "./data"),
+                scratch_dir=settings.env_or_default(SCRATCH_DIR_VARIABLE, ""),
+                coordination_url=settings.env_or_default(COORDINATION_VARIABLE, ""),
             ),
         },
     )

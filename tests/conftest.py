@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
+from tests.services import PostgresServer, S3Server, postgres_server, s3_server
 
 CONTRACT_VARIABLES = (
     "MIXPANEL_PROJECT_ID",
@@ -31,6 +32,8 @@ CONTRACT_VARIABLES = (
     "MIXPANEL_ASSETS_SETTLE_MINUTES",
     "MIXPANEL_ASSETS_LATE_DAYS",
     "MIXPANEL_ASSETS_LATE_CHECK_MINUTES",
+    "MIXPANEL_ASSETS_SCRATCH_DIR",
+    "MIXPANEL_ASSETS_COORDINATION_URL",
 )
 
 
@@ -48,3 +51,17 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSa
         for name, value in started.environment().items():
             monkeypatch.setenv(name, value)
         yield started
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session (each test makes its own database)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """An S3-compatible server (moto) with one bucket, for the whole session."""
+    with s3_server() as server:
+        yield server

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from mixpanel_assets.coordination import LocalCoordinator, coordinator
 from mixpanel_assets.mixpanel.export_client import (
     ExportQuery,
     MixpanelExportClient,
@@ -177,20 +178,32 @@ def test_the_late_events_probe_counts_only_events_after_the_watermark(
     assert client.count_events(unlimited) == 5
 
 
-def _export_with_shared_budget(export_url: str, budget_path: Path, target: Path) -> None:
-    """One process's export, paced by the budget file every process shares."""
+def _export_with_shared_budget(
+    export_url: str, coordination_url: str, local_folder: Path, target: Path
+) -> None:
+    """One process's export, paced by the budget every process shares."""
     client = MixpanelExportClient(
         project_id="2384945",
         username=USERNAME,
         secret=SECRET,
         export_url=export_url,
         max_attempts=1,
-        budget=RateBudget(budget_path, per_hour=60, per_second=2),
+        budget=RateBudget(
+            coordinator(coordination_url, str(local_folder)), "budget", per_hour=60, per_second=2
+        ),
     )
     client.export_to_file(ExportQuery(DAY, DAY), target)
 
 
-def test_processes_share_one_budget_and_never_see_429(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared_through", ["files", "postgres"])
+def test_processes_share_one_budget_and_never_see_429(
+    shared_through: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    coordination_url = (
+        request.getfixturevalue("postgres").create_database("budget")
+        if shared_through == "postgres"
+        else ""
+    )
     with MixpanelEmulator(
         username=USERNAME,
         secret=SECRET,
@@ -204,7 +217,8 @@ def test_processes_share_one_budget_and_never_see_429(tmp_path: Path) -> None:
                 pool.submit(
                     _export_with_shared_budget,
                     limited.export_url,
-                    tmp_path / "budget.json",
+                    coordination_url,
+                    tmp_path / "budget",
                     tmp_path / f"{index}.gz",
                 )
                 for index in range(6)
@@ -221,10 +235,10 @@ def test_processes_share_one_budget_and_never_see_429(tmp_path: Path) -> None:
 
 def test_the_hourly_limit_books_the_next_query_an_hour_later(tmp_path: Path) -> None:
     now = 1_000_000.0
-    state = tmp_path / "budget.json"
-    first = RateBudget(state, per_hour=3, per_second=3, clock=lambda: now)
+    state = LocalCoordinator(tmp_path)
+    first = RateBudget(state, "budget", per_hour=3, per_second=3, clock=lambda: now)
     assert [first.reserve() for _ in range(3)] == [now, now, now]
-    other_process = RateBudget(state, per_hour=3, per_second=3, clock=lambda: now)
+    other_process = RateBudget(state, "budget", per_hour=3, per_second=3, clock=lambda: now)
     assert other_process.reserve() == pytest.approx(now + 3600.1)
     assert first.reserve() == pytest.approx(now + 3600.1)
 

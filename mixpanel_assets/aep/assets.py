@@ -89,19 +89,20 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
             )
         except (ConfigError, ValueError) as problem:
             raise Failure(str(problem), allow_retries=False) from None
-        records_path = xdm.path / xdm_manifest["files"]["events"]
-        try:
-            target = read_target_schema(client, aep.dataset_id, project_validator)
-            target.check_records(records_path)
-        except SchemaMismatchError as problem:
-            raise Failure(str(problem), allow_retries=False) from None
-        except AEPError as problem:
-            raise Failure(f"could not read the target dataset's schema: {problem}") from None
-        day_tag = f"{mixpanel.project_id}/{key}"
-        # One run of a day at a time from here on: two would both replay the same predecessor
-        # and both stay live (the queued run coordinator's per-day limit does not cover the CLI).
-        with folder.locked():
-            return _load_day(context, aep, folder, records_path, xdm_manifest, day_tag, client)
+        with xdm.local_copy("events", xdm_manifest) as records_path:
+            try:
+                target = read_target_schema(client, aep.dataset_id, project_validator)
+                target.check_records(records_path)
+            except SchemaMismatchError as problem:
+                raise Failure(str(problem), allow_retries=False) from None
+            except AEPError as problem:
+                raise Failure(f"could not read the target dataset's schema: {problem}") from None
+            day_tag = f"{mixpanel.project_id}/{key}"
+            # One run of a day at a time from here on, on whatever machine: two would both
+            # replay the same predecessor and both stay live (the queued run coordinator's
+            # per-day limit does not cover the CLI).
+            with partition_files.coordinator().lock(f"{AEP_BATCHES}:{day_tag}"):
+                return _load_day(context, aep, folder, records_path, xdm_manifest, day_tag, client)
 
     return aep_ingested_batches
 

@@ -21,6 +21,7 @@ from mixpanel_assets.mixpanel.backfill_batching import (
     BACKFILL_TAG,
     BackfillStaging,
     backfill_block,
+    staging_store,
 )
 from mixpanel_assets.mixpanel.event_time import epoch_seconds
 from mixpanel_assets.mixpanel.export_client import (
@@ -91,7 +92,9 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
             f"exported {summary.line_count} events ({summary.byte_count} bytes) for {day} "
             f"in {summary.attempts} attempt(s)"
         )
-        return MaterializeResult(metadata=_metadata(summary, manifest, folder.file("events")))
+        return MaterializeResult(
+            metadata=_metadata(summary, manifest, folder.location("events", manifest))
+        )
 
     return mixpanel_raw_events
 
@@ -114,8 +117,11 @@ def _export_day(
     if len(days) == 1:
         query = mixpanel.query(day, day)
         return client.export_to_file(query, target), query.params(client.project_id)
-    staging_dir = partition_files.asset_dir(RAW_EVENTS) / f".backfill-{backfill_id}"
-    with BackfillStaging(staging_dir).locked() as staging:
+    shared = BackfillStaging(
+        staging_store(partition_files.asset_store(RAW_EVENTS), backfill_id),
+        partition_files.coordinator(),
+    )
+    with shared.locked() as staging:
         if not staging.has(day):
             query = mixpanel.query(days[0], days[-1])
             context.log.info(f"exporting {days[0]}..{days[-1]} in one request for the backfill")
@@ -143,11 +149,11 @@ def _manifest(summary: ExportSummary, request: dict[str, str]) -> dict[str, obje
     }
 
 
-def _metadata(summary: ExportSummary, manifest: dict[str, object], path: object) -> dict:
+def _metadata(summary: ExportSummary, manifest: dict[str, object], location: str) -> dict:
     top_events = summary.event_counts.most_common(TOP_EVENTS_SHOWN)
     return {
         "dagster/row_count": summary.line_count,
-        "dagster/uri": MetadataValue.path(str(path)),
+        "dagster/uri": MetadataValue.path(location),
         "byte_count": summary.byte_count,
         "sha256": summary.sha256,
         "min_event_time": _time_text(summary.min_time),

@@ -1,21 +1,18 @@
-"""Mixpanel's export query limits, shared by every process that uses the same state file.
+"""Mixpanel's export query limits, shared by every process that uses the same coordinator.
 
 The Raw Event Export API allows 60 queries an hour and 3 a second per project; going over earns
 429s. Runs, retries and the late-events sensor's probes all draw from one budget: each query
-reserves the earliest slot that keeps both windows under their limits, under an exclusive file
-lock, and waits for it. Slots are handed out in order, so a large backfill queues behind what
-came first instead of starting a storm of 429s.
+reserves the earliest slot that keeps both windows under their limits, under the budget's lock
+(a file on one machine, PostgreSQL across machines), and waits for it. Slots are handed out in
+order, so a large backfill queues behind what came first instead of starting a storm of 429s.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from mixpanel_assets.file_lock import exclusive_lock
+from mixpanel_assets.coordination import Coordinator
 
 HOUR = 3600.0
 SECOND = 1.0
@@ -27,7 +24,8 @@ MARGIN = 0.1
 class RateBudget:
     def __init__(
         self,
-        state_path: Path,
+        coordinator: Coordinator,
+        name: str,
         *,
         per_hour: int = 60,
         per_second: int = 3,
@@ -38,7 +36,8 @@ class RateBudget:
             raise ValueError(
                 "the Mixpanel rate budget needs at least one query per hour and second"
             )
-        self._state_path = state_path
+        self._coordinator = coordinator
+        self._name = name
         self._limits = ((per_hour, HOUR), (per_second, SECOND))
         self._clock = clock
         self._sleep = sleep
@@ -52,9 +51,9 @@ class RateBudget:
 
     def reserve(self) -> float:
         """Book the next free slot (epoch seconds) and return it."""
-        with exclusive_lock(self._state_path.with_suffix(".lock")):
+        with self._coordinator.update_state(self._name) as state:
             now = self._clock()
-            slots = [slot for slot in self._load() if slot > now - HOUR]
+            slots = sorted(slot for slot in state.value or [] if slot > now - HOUR)
             slot = max([now, *slots])
             moved = True
             while moved:
@@ -65,16 +64,5 @@ class RateBudget:
                         slot = recent[-limit] + window + MARGIN
                         moved = True
             slots.append(slot)
-            self._save(slots)
+            state.value = slots
         return slot
-
-    def _load(self) -> list[float]:
-        try:
-            return sorted(json.loads(self._state_path.read_text()))
-        except (FileNotFoundError, ValueError):
-            return []
-
-    def _save(self, slots: list[float]) -> None:
-        temporary = self._state_path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(slots))
-        os.replace(temporary, self._state_path)

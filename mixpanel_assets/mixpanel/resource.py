@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import date
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from mixpanel_assets.coordination import COORDINATION_VARIABLE, coordinator
 from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES, export_day
 from mixpanel_assets.mixpanel.export_client import (
     REGION_EXPORT_URLS,
@@ -48,9 +46,10 @@ class MixpanelResource(ConfigurableResource):
     time_in_ms: bool = Field(default=False, description="Ask for millisecond event times")
     queries_per_hour: int = Field(default=60, description="Mixpanel's export limit per project")
     queries_per_second: int = Field(default=3, description="Mixpanel's export limit per project")
-    rate_state_dir: str = Field(
+    coordination_url: str = Field(
         default="",
-        description="Folder of the shared rate budget; empty means $DAGSTER_HOME (or the temp dir)",
+        description="MIXPANEL_ASSETS_COORDINATION_URL: PostgreSQL holding the rate budget every "
+        "machine shares; empty means a file under $DAGSTER_HOME (one machine)",
     )
     read_timeout_seconds: float = 600.0
     max_attempts: int = Field(default=5, description="Attempts per export before the day fails")
@@ -80,6 +79,7 @@ class MixpanelResource(ConfigurableResource):
             export_url=env_or_default("MIXPANEL_EXPORT_URL", ""),
             project_timezone=env_or_default("MIXPANEL_PROJECT_TIMEZONE", "UTC"),
             event_time=env_or_default("MIXPANEL_EVENT_TIME", "utc"),
+            coordination_url=env_or_default(COORDINATION_VARIABLE, ""),
         )
 
     def resolved_export_url(self) -> str:
@@ -135,7 +135,8 @@ class MixpanelResource(ConfigurableResource):
             max_attempts=self.max_attempts,
             retry_base_seconds=self.retry_base_seconds,
             budget=RateBudget(
-                self._rate_state_dir() / f"mixpanel-export-budget-{self.project_id.strip()}.json",
+                coordinator(self.coordination_url),
+                f"mixpanel-export-budget-{self.project_id.strip()}",
                 per_hour=self.queries_per_hour,
                 per_second=self.queries_per_second,
             ),
@@ -158,8 +159,3 @@ class MixpanelResource(ConfigurableResource):
         return export_day(
             raw_time, regime=self.checked_event_time(), timezone=self.project_timezone
         )
-
-    def _rate_state_dir(self) -> Path:
-        """Where every run on this machine finds the same budget."""
-        folder = self.rate_state_dir or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
-        return Path(folder) / "mixpanel_assets"

@@ -71,9 +71,9 @@ def build_xdm_experience_events(
         raw_manifest = raw.manifest()  # once: the file mapped and the figures kept must agree
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         max_share = xdm_mapping.rules().max_quarantined_share
-        with folder.staging() as staging:
+        with raw.local_copy("events", raw_manifest) as raw_file, folder.staging() as staging:
             stats = map_day(
-                raw.path / raw_manifest["files"]["events"],
+                raw_file,
                 staging / "events.jsonl.gz",
                 staging / "quarantine.jsonl.gz",
                 spec,
@@ -102,17 +102,17 @@ def build_xdm_experience_events(
         if stats.quarantined:
             context.log.warning(
                 f"quarantined {stats.quarantined} of {stats.raw_lines} events: "
-                f"{dict(stats.quarantine_reasons)}; see {folder.file('quarantine')}"
+                f"{dict(stats.quarantine_reasons)}; see {folder.location('quarantine', manifest)}"
             )
         return MaterializeResult(
             metadata={
                 "dagster/row_count": stats.records,
-                "dagster/uri": MetadataValue.path(str(folder.file("events"))),
+                "dagster/uri": MetadataValue.path(folder.location("events", manifest)),
                 "duplicates_dropped": stats.duplicates_dropped,
                 "quarantined": stats.quarantined,
                 "raw_lines": stats.raw_lines,
                 "quarantine_reasons": MetadataValue.json(manifest["quarantine_reasons"]),
-                "quarantine_file": MetadataValue.path(str(folder.file("quarantine"))),
+                "quarantine_file": MetadataValue.path(folder.location("quarantine", manifest)),
                 "event_types": MetadataValue.json(manifest["event_types"]),
                 "mapping_file": MetadataValue.path(manifest["mapping_file"]),
             }
@@ -140,14 +140,15 @@ def build_xdm_checks(
         problems: list[str] = []
         problem_count = records = 0
         now = datetime.now(UTC)
-        with gzip.open(folder.file("events"), "rb") as lines:
+        manifest = folder.manifest()
+        with folder.open("events", manifest) as stored, gzip.open(stored, "rb") as lines:
             for records, line in enumerate(lines, start=1):
                 missing = _missing_required(orjson.loads(line), now)
                 if missing:
                     problem_count += 1
                     if len(problems) < EXAMPLES_SHOWN:
                         problems.append(f"record {records}: {missing}")
-        expected = folder.manifest()["records"]
+        expected = manifest["records"]
         return AssetCheckResult(
             passed=problem_count == 0 and records == expected,
             metadata={
@@ -171,10 +172,8 @@ def build_xdm_checks(
         context: AssetCheckExecutionContext, partition_files: PartitionFiles
     ) -> AssetCheckResult:
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
-        with folder.staging() as work_dir:
-            records, duplicates, examples = duplicate_event_ids(
-                folder.file("events"), work_dir, EXAMPLES_SHOWN
-            )
+        with folder.local_copy("events") as events, folder.staging() as work_dir:
+            records, duplicates, examples = duplicate_event_ids(events, work_dir, EXAMPLES_SHOWN)
         return AssetCheckResult(
             passed=duplicates == 0,
             metadata={
@@ -201,7 +200,7 @@ def build_xdm_checks(
         raw = partition_files.folder(RAW_EVENTS, context.partition_key).manifest()
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
-        with gzip.open(folder.file("quarantine"), "rb") as lines:
+        with folder.open("quarantine", xdm) as stored, gzip.open(stored, "rb") as lines:
             quarantine_lines = sum(1 for _ in lines)
         accounted = xdm["records"] + xdm["duplicates_dropped"] + xdm["quarantined"]
         return AssetCheckResult(
@@ -245,7 +244,7 @@ def build_xdm_checks(
                 "quarantined_share": share,
                 "max_quarantined_share": limit,
                 "quarantine_reasons": MetadataValue.json(xdm["quarantine_reasons"]),
-                "quarantine_file": MetadataValue.path(str(folder.file("quarantine"))),
+                "quarantine_file": MetadataValue.path(folder.location("quarantine", xdm)),
             },
             description=None
             if share <= limit

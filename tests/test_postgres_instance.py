@@ -1,0 +1,189 @@
+"""A real PostgreSQL server as the Dagster instance's storage and as the coordinator that runs
+on separate machines share: concurrent runs end to end, locks, the shared rate budget."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+
+from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, coordinator
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
+from mixpanel_assets.settings import ConfigError
+from tests.services import PostgresServer
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = ("mixpanel_raw_events", "xdm_experience_events", "aep_ingested_batches")
+
+
+def _production_home(home: Path) -> None:
+    """A Dagster home with deploy/dagster.yaml as shipped, but runs launched in this process
+    (the Kubernetes run launcher needs a cluster; storage, run queue and pools are the same)."""
+    config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+    config.pop("run_launcher")
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+def _postgres_variables(postgres: PostgresServer, database: str) -> dict[str, str]:
+    return {
+        "DAGSTER_POSTGRES_HOST": postgres.host,
+        "DAGSTER_POSTGRES_PORT": str(postgres.port),
+        "DAGSTER_POSTGRES_USER": postgres.user,
+        "DAGSTER_POSTGRES_PASSWORD": postgres.password,
+        "DAGSTER_POSTGRES_DB": database,
+    }
+
+
+def test_concurrent_runs_on_separate_workers_share_one_postgres_instance(
+    sandbox: LocalSandbox,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database_url = postgres.create_database("concurrent_runs")
+    home = tmp_path / "dagster_home"
+    _production_home(home)
+    today = datetime.now(UTC).date()
+    first, second = (today - timedelta(days=2)).isoformat(), (today - timedelta(days=1)).isoformat()
+    environment = {
+        **sandbox.environment(),
+        **_postgres_variables(postgres, "concurrent_runs"),
+        "MIXPANEL_ASSETS_COORDINATION_URL": database_url,
+        "DAGSTER_HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def run(day: str, worker: int) -> subprocess.CompletedProcess[str]:
+        """One run worker: its own process and scratch folder, the shared instance and files."""
+        command = [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "mixpanel_assets.definitions",
+            "--select",
+            "mixpanel_raw_events*",
+            "--partition",
+            day,
+        ]
+        scratch = {"MIXPANEL_ASSETS_SCRATCH_DIR": str(tmp_path / f"worker-{worker}")}
+        return subprocess.run(
+            command, env={**environment, **scratch}, capture_output=True, text=True, timeout=300
+        )
+
+    # The deploy step README's "Deploying" names: the pool's limit set once, explicitly. Left to
+    # the default_limit, the first steps of the pool race to create its row in PostgreSQL and
+    # all but one fail (dagster-io/dagster#33552, open in 1.13.27).
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    subprocess.run(
+        [dagster, "instance", "concurrency", "set", "mixpanel_export", "2"],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+    # Two days at once, and the second day twice: the day's lock lets one batch stay live.
+    with ThreadPoolExecutor(max_workers=3) as workers:
+        jobs = [
+            workers.submit(run, day, index) for index, day in enumerate((first, second, second))
+        ]
+        completed = [job.result() for job in jobs]
+    for process in completed:
+        assert process.returncode == 0, process.stderr[-3000:]
+        assert postgres.password not in process.stdout + process.stderr
+
+    for name, value in _postgres_variables(postgres, "concurrent_runs").items():
+        monkeypatch.setenv(name, value)
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        runs = instance.get_runs()
+        assert len(runs) == 3 and {run.status for run in runs} == {DagsterRunStatus.SUCCESS}
+        for asset in ASSETS:
+            materialized = instance.get_materialized_partitions(AssetKey(asset))
+            assert {first, second} <= materialized, asset
+
+    records = sandbox.platform.dataset_records(sandbox.dataset_id)
+    assert records["_id"].is_unique
+    live = set(records["batch_id"])
+    assert len(live) == 2, "one live batch per day, the second day's earlier batch replaced"
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT value FROM {STATE_TABLE}")
+        (slots,) = cursor.fetchone()
+    assert len(slots) == 3, "every export reserved its slot in the shared rate budget"
+
+
+def test_a_lock_waits_for_its_holder_and_is_freed_when_the_holder_dies(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.create_database("locks")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from mixpanel_assets.coordination import PostgresCoordinator\n"
+            f"with PostgresCoordinator({url!r}).lock('aep_ingested_batches:1/2026-11-01'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        acquired = threading.Event()
+
+        def take_the_lock() -> None:
+            with PostgresCoordinator(url).lock("aep_ingested_batches:1/2026-11-01"):
+                acquired.set()
+
+        waiter = threading.Thread(target=take_the_lock, daemon=True)
+        waiter.start()
+        assert not acquired.wait(2.0), "a second holder waits while the first holds the lock"
+        with PostgresCoordinator(url).lock("aep_ingested_batches:1/2026-11-02"):
+            pass  # another day's lock is free meanwhile
+        os.kill(holder.pid, signal.SIGKILL)
+        assert acquired.wait(30.0), "the lock is released when its holder's connection drops"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_shared_state_updates_from_many_workers_are_never_lost(postgres: PostgresServer) -> None:
+    shared = PostgresCoordinator(postgres.create_database("state"))
+
+    def add_one(_: int) -> None:
+        with shared.update_state("counter") as state:
+            current = state.value or 0
+            time.sleep(0.001)  # widen the window a lost update would need
+            state.value = current + 1
+
+    with ThreadPoolExecutor(max_workers=8) as workers:
+        list(workers.map(add_one, range(80)))
+    with shared.update_state("counter") as state:
+        assert state.value == 80
+
+
+def test_a_bad_coordination_url_names_the_variable_and_hides_the_password(
+    postgres: PostgresServer,
+) -> None:
+    with pytest.raises(ConfigError, match="MIXPANEL_ASSETS_COORDINATION_URL") as refused:
+        coordinator("mysql://user:hunter2@db/x")
+    assert "hunter2" not in str(refused.value)
+    unreachable = f"postgresql://{postgres.user}:hunter2@127.0.0.1:1/nowhere"
+    with (
+        pytest.raises(ConfigError, match="not reachable") as failed,
+        coordinator(unreachable).lock("x"),
+    ):
+        pass
+    assert "hunter2" not in str(failed.value) and "***" in str(failed.value)
