@@ -28,6 +28,7 @@ from mixpanel_assets.mixpanel.event_time import epoch_seconds, event_time_utc
 from mixpanel_assets.xdm.conversions import CONVERSIONS, as_string
 from mixpanel_assets.xdm.schema import (
     CustomField,
+    FieldPaths,
     record_validator,
     tenant_field_group,
     value_checker,
@@ -73,7 +74,9 @@ class CompiledMapping:
     namespaces: tuple[str, str, str]
     application_libraries: frozenset[str]
     custom_tenant_fields: tuple[CustomField, ...]
-    # The schema's verdict on a record ``map_event`` wrote, fast: it knows which fields it may hold.
+    # Every field ``map_event`` may write (the tenant object as a whole).
+    record_paths: FieldPaths
+    # The schema's verdict on a record, fastest on one of ``record_paths``' fields.
     is_valid: Callable[[dict[str, Any]], bool]
 
     @classmethod
@@ -91,6 +94,7 @@ class CompiledMapping:
         custom_tenant_fields = rules.custom_tenant_fields()
         paths = {*_FIXED_PATHS, (tenant_key,)}
         paths.update((*parents, field) for parents, field, _, _ in targets.values())
+        record_paths = frozenset(paths)
         return cls(
             project_id=spec.project_id,
             tenant_key=tenant_key,
@@ -102,7 +106,8 @@ class CompiledMapping:
             namespaces=(namespaces.distinct_id, namespaces.user_id, namespaces.device_id),
             application_libraries=frozenset(rules.application_libraries),
             custom_tenant_fields=custom_tenant_fields,
-            is_valid=record_validator(spec.tenant_id, custom_tenant_fields, frozenset(paths)),
+            record_paths=record_paths,
+            is_valid=record_validator(spec.tenant_id, custom_tenant_fields, record_paths),
         )
 
 
