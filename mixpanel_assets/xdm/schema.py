@@ -364,12 +364,14 @@ def _cut_schema(
                     cut[key][name]["default"] = child["default"]
         elif key == "allOf":
             parts = [_cut_schema(part, resolver, shape, refs) for part in value]
-        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+        elif isinstance(value, dict) and key in _SUBSCHEMA:
             cut[key] = _cut_schema(value, resolver, None, refs)
-        elif key == "patternProperties":
+        elif isinstance(value, list) and key in _SUBSCHEMAS:
+            cut[key] = [_cut_schema(part, resolver, None, refs) for part in value]
+        elif key in _SUBSCHEMA_MAPS:
             cut[key] = {
-                pattern: _cut_schema(child, resolver, None, refs)
-                for pattern, child in value.items()
+                name: _cut_schema(child, resolver, None, refs) if isinstance(child, dict) else child
+                for name, child in value.items()
             }
         else:
             cut[key] = value
@@ -380,6 +382,12 @@ _ANNOTATIONS = frozenset(
     {"title", "description", "$id", "$schema", "definitions", "examples", "default"}
 )
 _MERGEABLE = frozenset({"type", "properties", "required"})
+# Draft-6 keywords holding a schema, a list of schemas or a map of them: inlined whole.
+_SUBSCHEMA = frozenset(
+    {"items", "additionalItems", "additionalProperties", "contains", "propertyNames", "not"}
+)
+_SUBSCHEMAS = frozenset({"items", "anyOf", "oneOf"})
+_SUBSCHEMA_MAPS = frozenset({"patternProperties", "dependencies"})
 
 
 def _conjunction(node: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -440,6 +448,7 @@ _INLINE_KEYWORDS = frozenset(
     {"type", "properties", "required", "additionalProperties", "items", "format", "enum"}
     | {"default"}  # a field's default is its parent's to write
 )
+_OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties"})
 _MISSING = object()
 
 
@@ -486,6 +495,8 @@ class _CheckWriter:
             and (shape is None or kind == "object")
             and ("format" not in schema or schema["format"] in _FORMATS)
             and ({"format", "enum"}.isdisjoint(schema) or kind == "string")
+            and (_OBJECT_KEYWORDS.isdisjoint(schema) or kind == "object")
+            and ("items" not in schema or kind == "array")
             and all(isinstance(value, str) for value in schema.get("enum", ()))
             and schema.get("additionalProperties", False) is not True
             and isinstance(schema.get("items", {}), dict)
