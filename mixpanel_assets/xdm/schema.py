@@ -236,17 +236,15 @@ def _compiled_validator(
 
 
 def schema_errors(
-    record: dict[str, Any],
-    tenant_id: str,
-    custom_fields: tuple[CustomField, ...] = (),
-    paths: FieldPaths = frozenset(),
+    record: dict[str, Any], tenant_id: str, custom_fields: tuple[CustomField, ...] = ()
 ) -> list[str]:
     """Every way ``record`` breaks the schema, as ``path: message`` strings (empty when valid).
 
-    Valid records, nearly all of them, take a compiled fast path (``record_validator``); only an
-    invalid one is walked again by jsonschema to list all of its errors.
+    Valid records, nearly all of them, take the compiled fast path; only an invalid one is
+    walked again by jsonschema to list all of its errors. (Callers with many records take
+    ``record_validator`` first.)
     """
-    if record_validator(tenant_id, custom_fields, paths)(record):
+    if record_validator(tenant_id, custom_fields)(record):
         return []
     errors = []
     for error in xdm_validator(tenant_id, custom_fields).iter_errors(record):
