@@ -1,6 +1,7 @@
 """``make bench``: one synthetic day through each stage, beside the limits and a peer.
 
-Every stage runs in a fresh process, so its wall time and peak RSS are its own: export (Mixpanel
+Every stage runs in a fresh process, so its wall time and peak RSS are its own (mapping's RSS
+adds its worker processes', one per core, each counted as big as the biggest): export (Mixpanel
 emulator -> raw gzip file), mapping (raw -> XDM records and quarantine), upload (records ->
 platform emulator batch, until it is processed). Beside them, in the same run: ``curl`` reading
 the same export to /dev/null (the I/O limit of export), a bare orjson loads-and-dumps of the same
@@ -55,10 +56,16 @@ def _map(env: dict[str, str], day: str, work: Path) -> Figures:
     from mixpanel_assets.xdm.mapping import MappingSpec
 
     spec = MappingSpec(project_id=env["MIXPANEL_PROJECT_ID"], tenant_id=env["AEP_TENANT_ID"])
+    workers = os.cpu_count() or 1
     stats = map_day(
-        work / "raw.jsonl.gz", work / "xdm.jsonl.gz", work / "quarantine.jsonl.gz", spec, work
+        work / "raw.jsonl.gz",
+        work / "xdm.jsonl.gz",
+        work / "quarantine.jsonl.gz",
+        spec,
+        work,
+        workers=workers,
     )
-    return {"events": stats.raw_lines}
+    return {"events": stats.raw_lines, "worker_processes": workers}
 
 
 def _upload(env: dict[str, str], day: str, work: Path) -> Figures:
@@ -119,7 +126,10 @@ def _run_stage(stage: Callable[..., Figures], args: tuple[Any, ...], results: An
     started = time.perf_counter()
     figures = stage(*args)
     figures["seconds"] = time.perf_counter() - started
-    figures["peak_rss_mb"] = _peak_rss_mb()
+    # A stage's worker processes count too: at most each as big as the biggest of them.
+    workers = figures.pop("worker_processes", 0)
+    biggest_worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    figures["peak_rss_mb"] = _peak_rss_mb() + workers * biggest_worker_mb
     results.put(figures)
 
 

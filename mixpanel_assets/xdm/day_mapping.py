@@ -4,14 +4,22 @@ Streams from the raw gzip file to two gzip JSON-lines files, so memory stays fla
 the day is; the ``_id``s already written live in a small SQLite file for the same reason.
 Every raw line ends up in exactly one place: a record, a dropped duplicate, or a quarantined line
 with its reasons, which is what the reconciliation check counts on.
+
+A big day is mapped by worker processes, a chunk of lines each, while this process reads,
+drops duplicates and writes, chunk by chunk in line order: the files are the same whatever the
+number of workers.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import multiprocessing
+import os
 import sqlite3
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -32,6 +40,14 @@ _COMPRESS_LEVEL = 1
 # timezone offset, and a bounded histogram however many events the day holds.
 _LAG_LIMIT_MINUTES = 2 * 24 * 60
 _LINE_NUMBER_BYTES = 8
+# Decompressed bytes of raw lines per chunk a worker maps (about a thousand events).
+_CHUNK_BYTES = 1 << 20
+# Chunks handed out per worker and not yet placed: enough to keep them busy, few for memory.
+_CHUNKS_IN_FLIGHT_PER_WORKER = 3
+# Below this raw file size, starting workers (about a second) costs more than they save.
+PARALLEL_MIN_RAW_BYTES = 16 << 20
+# SQLite's limit on parameters per statement is 999 in older builds.
+_KEYS_PER_QUERY = 900
 
 
 @dataclass
@@ -78,6 +94,30 @@ class SeenKeys:
         ).fetchone()
         return first_tag
 
+    def add_all(self, items: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """``add`` of every (key, tag) in order, in a few statements instead of one each.
+
+        Tags must differ from one another (a line number in them does it): an item whose key
+        is stored with another tag, by this call or an earlier one, came after the first.
+        """
+        firsts: dict[bytes, bytes] = {}
+        for key, tag in items:
+            firsts.setdefault(key, tag)
+        before = self._connection.total_changes
+        with self._connection:  # one transaction: a commit per row would triple the cost
+            self._connection.execute("BEGIN")
+            self._connection.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", firsts.items())
+        if self._connection.total_changes - before < len(firsts):  # some keys came before
+            keys = list(firsts)
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                batch = keys[start : start + _KEYS_PER_QUERY]
+                rows = self._connection.execute(
+                    f"SELECT key, tag FROM seen WHERE key IN ({','.join('?' * len(batch))})",
+                    batch,
+                )
+                firsts.update(rows)
+        return [None if firsts[key] == tag else firsts[key] for key, tag in items]
+
     def close(self) -> None:
         self._connection.close()
 
@@ -99,7 +139,11 @@ def validation_errors(
 
 
 def map_line(line: bytes, spec: MappingSpec) -> MappedEvent | list[str]:
-    """One export line as a valid XDM record, or the reasons it cannot be one; never raises."""
+    """One export line as a valid XDM record, or the reasons it cannot be one; never raises.
+
+    ``map_event`` writes no empty values, so a record needs only the schema's verdict; one the
+    schema rejects gets ``validation_errors``' full account.
+    """
     mapping = spec.compiled
     try:
         name, properties = parse_event(line)
@@ -107,17 +151,27 @@ def map_line(line: bytes, spec: MappingSpec) -> MappedEvent | list[str]:
         key = dedup_key(name, properties)
     except InvalidEvent as problem:
         return [str(problem)]
-    errors = validation_errors(record, spec.tenant_id, mapping.custom_tenant_fields)
-    if errors:
-        return errors
+    if not mapping.is_valid(record):
+        return validation_errors(record, spec.tenant_id, mapping.custom_tenant_fields)
     processed_ms = properties.get("mp_processing_time_ms")
     if type(processed_ms) is int and properties.get("$import") is not True:
         return MappedEvent(record, key, processed_ms / 1000 - seconds)
     return MappedEvent(record, key, None)
 
 
+# What a worker sends back for one line: (_id digest, dedup key, the record's JSON line, its
+# eventType, its processing lag in minutes or None), or (None, quarantine reasons).
+_Outcome = tuple[bytes, bytes, bytes, str, int | None] | tuple[None, list[str]]
+
+
 def map_day(
-    raw_path: Path, events_path: Path, quarantine_path: Path, spec: MappingSpec, work_dir: Path
+    raw_path: Path,
+    events_path: Path,
+    quarantine_path: Path,
+    spec: MappingSpec,
+    work_dir: Path,
+    *,
+    workers: int | None = None,
 ) -> DayMappingStats:
     """Map the raw file; repeats of Mixpanel's dedup key are dropped and counted.
 
@@ -125,7 +179,13 @@ def map_day(
     same ``_id`` is a repeat when its dedup key matches, and otherwise a different event that
     would collide with the first in AEP (same event, time and ``$insert_id``, another
     distinct_id): it is quarantined, so ``_id`` stays unique within the day.
+
+    ``workers`` processes map the lines (default: one per CPU; a raw file under
+    ``PARALLEL_MIN_RAW_BYTES`` is mapped in this process); the output does not depend on it.
     """
+    if workers is None:
+        big = raw_path.stat().st_size >= PARALLEL_MIN_RAW_BYTES
+        workers = (os.cpu_count() or 1) if big else 1
     stats = DayMappingStats()
     seen = SeenKeys(work_dir / "seen-ids.sqlite")
     try:
@@ -134,55 +194,149 @@ def map_day(
             gzip.open(events_path, "wb", compresslevel=_COMPRESS_LEVEL) as events,
             gzip.open(quarantine_path, "wb", compresslevel=_COMPRESS_LEVEL) as quarantine,
         ):
-            for line in raw:
-                line = line.rstrip(b"\n")
-                if not line:
-                    continue
-                stats.raw_lines += 1
-                reasons = _place_line(line, stats.raw_lines, spec, seen, stats, events)
-                if reasons:
-                    stats.quarantined += 1
-                    stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
-                    quarantine.write(_quarantine_entry(stats.raw_lines, line, reasons) + b"\n")
+            for chunk, outcomes in _mapped_chunks(_chunks(raw), spec, workers):
+                _place(chunk, outcomes, seen, stats, events, quarantine)
     finally:
         seen.close()
     return stats
 
 
-def _place_line(
-    line: bytes,
-    line_number: int,
-    spec: MappingSpec,
+def _chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    """The decompressed file in pieces of about ``_CHUNK_BYTES``, each ending a line."""
+    rest = b""
+    while block := raw.read(_CHUNK_BYTES):
+        end = block.rfind(b"\n") + 1
+        if end:
+            yield rest + block[:end]
+            rest = block[end:]
+        else:
+            rest += block
+    if rest:
+        yield rest
+
+
+def _mapped_chunks(
+    chunks: Iterator[bytes], spec: MappingSpec, workers: int
+) -> Iterator[tuple[bytes, list[_Outcome]]]:
+    """Every chunk with its outcomes, in order: mapped here, or by ``workers`` processes with a
+    bounded number of chunks in flight (memory stays flat)."""
+    if workers <= 1:
+        for chunk in chunks:
+            yield chunk, _map_chunk(chunk, spec)
+        return
+    # spawn: forking a process that runs threads (Dagster's) can deadlock the child.
+    context = multiprocessing.get_context("spawn")
+    fields = {name: getattr(spec, name) for name in MappingSpec.model_fields}
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(fields,)
+    ) as pool:
+        pending: deque[tuple[bytes, Future[list[_Outcome]]]] = deque()
+        try:
+            for chunk in chunks:
+                pending.append((chunk, pool.submit(_map_chunk_in_worker, chunk)))
+                if len(pending) >= workers * _CHUNKS_IN_FLIGHT_PER_WORKER:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in pending:  # on an error, do not map the rest of the day
+                future.cancel()
+
+
+_worker_spec: MappingSpec | None = None
+
+
+def _start_worker(fields: dict[str, Any]) -> None:
+    """Rebuild the spec in the worker (its compiled form holds functions, which do not pickle)."""
+    global _worker_spec
+    _worker_spec = MappingSpec.model_construct(**fields)
+    _worker_spec.compiled  # noqa: B018 (compile once, before the first chunk)
+
+
+def _map_chunk_in_worker(chunk: bytes) -> list[_Outcome]:
+    assert _worker_spec is not None, "the pool's initializer sets the spec"
+    return _map_chunk(chunk, _worker_spec)
+
+
+def _map_chunk(chunk: bytes, spec: MappingSpec) -> list[_Outcome]:
+    """The outcome of every non-empty line of ``chunk``, in order."""
+    outcomes: list[_Outcome] = []
+    for line in chunk.split(b"\n"):
+        if not line:
+            continue
+        mapped = map_line(line, spec)
+        if isinstance(mapped, list):
+            outcomes.append((None, mapped))
+            continue
+        record = mapped.record
+        lag = mapped.processing_lag_seconds
+        outcomes.append(
+            (
+                bytes.fromhex(record["_id"]),
+                mapped.dedup_key,
+                orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE),
+                record["eventType"],
+                None
+                if lag is None
+                else max(-_LAG_LIMIT_MINUTES, min(_LAG_LIMIT_MINUTES, round(lag / 60))),
+            )
+        )
+    return outcomes
+
+
+def _place(
+    chunk: bytes,
+    outcomes: list[_Outcome],
     seen: SeenKeys,
     stats: DayMappingStats,
     events: IO[bytes],
-) -> list[str]:
-    """Write the line's record (or count it as a duplicate); return quarantine reasons if any."""
-    mapped = map_line(line, spec)
-    if isinstance(mapped, list):
-        return mapped
-    record = mapped.record
-    tag = mapped.dedup_key + line_number.to_bytes(_LINE_NUMBER_BYTES, "big")
-    first = seen.add(bytes.fromhex(record["_id"]), tag)
-    if first is not None:
-        if first[: len(mapped.dedup_key)] == mapped.dedup_key:
-            stats.duplicates_dropped += 1
-            return []
-        first_line = int.from_bytes(first[-_LINE_NUMBER_BYTES:], "big")
-        return [
-            f"_id collision: line {first_line} has the same _id (same event, time and "
-            "$insert_id, or without one the same properties) but another distinct_id, so it "
-            "is a different event by Mixpanel's dedup key; AEP keeps one record per _id"
-        ]
-    events.write(orjson.dumps(record) + b"\n")
-    stats.records += 1
-    stats.event_types[record["eventType"]] += 1
-    if mapped.processing_lag_seconds is not None:
-        minutes = round(mapped.processing_lag_seconds / 60)
-        stats.processing_lag_minutes[
-            max(-_LAG_LIMIT_MINUTES, min(_LAG_LIMIT_MINUTES, minutes))
-        ] += 1
-    return []
+    quarantine: IO[bytes],
+) -> None:
+    """Write one chunk's records (or count them as duplicates) and quarantined lines."""
+    first_number = stats.raw_lines + 1
+    firsts = iter(
+        seen.add_all(
+            [
+                (outcome[0], outcome[1] + number.to_bytes(_LINE_NUMBER_BYTES, "big"))
+                for number, outcome in enumerate(outcomes, start=first_number)
+                if outcome[0] is not None
+            ]
+        )
+    )
+    records: list[bytes] = []
+    entries: list[bytes] = []
+    lines: list[bytes] = []  # the chunk's lines, split only when one is quarantined
+    for number, outcome in enumerate(outcomes, start=first_number):
+        if outcome[0] is None:
+            reasons = outcome[1]
+        else:
+            _, key, record, event_type, lag_minutes = outcome
+            first = next(firsts)
+            if first is None:
+                records.append(record)
+                stats.records += 1
+                stats.event_types[event_type] += 1
+                if lag_minutes is not None:
+                    stats.processing_lag_minutes[lag_minutes] += 1
+                continue
+            if first[: len(key)] == key:
+                stats.duplicates_dropped += 1
+                continue
+            reasons = [
+                f"_id collision: line {int.from_bytes(first[len(key) :], 'big')} has the same "
+                "_id (same event, time and $insert_id, or without one the same properties) but "
+                "another distinct_id, so it is a different event by Mixpanel's dedup key; AEP "
+                "keeps one record per _id"
+            ]
+        lines = lines or [line for line in chunk.split(b"\n") if line]
+        stats.quarantined += 1
+        stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
+        entries.append(_quarantine_entry(number, lines[number - first_number], reasons) + b"\n")
+    stats.raw_lines += len(outcomes)
+    events.write(b"".join(records))
+    quarantine.write(b"".join(entries))
 
 
 def duplicate_event_ids(

@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mixpanel_assets.mixpanel.event_time import epoch_seconds, event_time_utc
 from mixpanel_assets.xdm.conversions import CONVERSIONS, as_string
-from mixpanel_assets.xdm.schema import CustomField, tenant_field_group, value_checker
+from mixpanel_assets.xdm.schema import (
+    CustomField,
+    FieldPaths,
+    record_validator,
+    tenant_field_group,
+    value_checker,
+)
 from mixpanel_assets.xdm.spec import TENANT_OBJECT, MappingRules, default_rules
 
 
@@ -68,6 +74,10 @@ class CompiledMapping:
     namespaces: tuple[str, str, str]
     application_libraries: frozenset[str]
     custom_tenant_fields: tuple[CustomField, ...]
+    # Every field ``map_event`` may write (the tenant object as a whole).
+    record_paths: FieldPaths
+    # The schema's verdict on a record, fastest on one of ``record_paths``' fields.
+    is_valid: Callable[[dict[str, Any]], bool]
 
     @classmethod
     def build(cls, spec: MappingSpec) -> CompiledMapping:
@@ -81,6 +91,10 @@ class CompiledMapping:
             convert = CONVERSIONS[mapping.type].convert
             targets[name] = (resolved[:-1], resolved[-1], convert, value_checker(path))
         namespaces = rules.identity_namespaces
+        custom_tenant_fields = rules.custom_tenant_fields()
+        paths = {*_FIXED_PATHS, (tenant_key,)}
+        paths.update((*parents, field) for parents, field, _, _ in targets.values())
+        record_paths = frozenset(paths)
         return cls(
             project_id=spec.project_id,
             tenant_key=tenant_key,
@@ -91,10 +105,14 @@ class CompiledMapping:
             default_event_type=rules.event_types.default,
             namespaces=(namespaces.distinct_id, namespaces.user_id, namespaces.device_id),
             application_libraries=frozenset(rules.application_libraries),
-            custom_tenant_fields=rules.custom_tenant_fields(),
+            custom_tenant_fields=custom_tenant_fields,
+            record_paths=record_paths,
+            is_valid=record_validator(spec.tenant_id, custom_tenant_fields, record_paths),
         )
 
 
+# The fields ``map_event`` fills itself, besides the tenant object and the mapped properties.
+_FIXED_PATHS = (("_id",), ("timestamp",), ("eventType",), ("identityMap",), ("environment", "type"))
 _DEVICE_PREFIX = "$device:"
 # AEP rejects events that happen in the future; allow for clock skew between machines.
 FUTURE_TOLERANCE_SECONDS = 300
@@ -149,7 +167,13 @@ def to_xdm(name: str, properties: dict[str, Any], spec: MappingSpec) -> dict[str
 def map_event(
     name: str, properties: dict[str, Any], mapping: CompiledMapping
 ) -> tuple[dict[str, Any], float]:
-    """``to_xdm`` on a compiled spec, plus the event's true UTC instant in epoch seconds."""
+    """``to_xdm`` on a compiled spec, plus the event's true UTC instant in epoch seconds.
+
+    It never writes None or an empty string, list or object (AEP rejects them): every value is
+    a digest, a timestamp, a non-empty name or id, a conversion's output (None when it cannot
+    convert, non-empty otherwise) or a property kept only when not empty, and every object it
+    makes holds at least one of them. So its records need no scan for empty values.
+    """
     raw_time = _usable_time(properties.get("time"))
     seconds = _utc_seconds(raw_time, mapping)
     if seconds > time.time() + FUTURE_TOLERANCE_SECONDS:

@@ -1,0 +1,91 @@
+"""A day mapped by worker processes gives the same files and counts as one mapped in-process;
+the batched ``_id`` bookkeeping answers as one insert per line would."""
+
+import gzip
+import time
+from pathlib import Path
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixpanel_assets.xdm.day_mapping import DayMappingStats, SeenKeys, map_day
+from mixpanel_assets.xdm.mapping import MappingSpec
+
+SPEC = MappingSpec(project_id="2384945", tenant_id="acme")
+NOW = int(time.time())
+
+
+# Lines that repeat an earlier event, and lines with an earlier event's _id (same event, time
+# and $insert_id) but another distinct_id: chunks apart (a chunk is about 1,300 lines).
+REPEATS = {index: index - 2001 for index in range(2500, 6000, 500)}
+COLLISIONS = {index: index - 3001 for index in range(3250, 6000, 700)}
+
+
+def _raw_day(path: Path, events: int) -> Path:
+    with gzip.open(path, "wb") as raw:
+        for index in range(events):
+            source = REPEATS.get(index, COLLISIONS.get(index, index))
+            properties = {
+                "time": NOW - 86400 + source,
+                "distinct_id": "someone else" if index in COLLISIONS else f"u{source % 97}",
+                "$insert_id": f"i{source}",
+                "mp_processing_time_ms": (NOW - 86400 + source) * 1000 + 1500,
+                "note": "x" * 600,  # about 800 bytes a line, as real events
+            }
+            raw.write(orjson.dumps({"event": f"E{source % 5}", "properties": properties}) + b"\n")
+            if index % 900 == 3:
+                raw.write(b"\n" + b"not json\n" + b"\xff\xfe\n")
+            if index % 1000 == 5:
+                raw.write(orjson.dumps({"event": "E", "properties": {"time": NOW - 60}}) + b"\n")
+    return path
+
+
+def _map(raw: Path, out: Path, workers: int) -> tuple[DayMappingStats, bytes, bytes]:
+    out.mkdir()
+    stats = map_day(raw, out / "events.gz", out / "quarantine.gz", SPEC, out, workers=workers)
+    with gzip.open(out / "events.gz", "rb") as events, gzip.open(out / "quarantine.gz") as bad:
+        return stats, events.read(), bad.read()
+
+
+def test_workers_write_the_same_files_and_counts_as_one_process(tmp_path: Path) -> None:
+    raw = _raw_day(tmp_path / "raw.jsonl.gz", 6000)
+    alone = _map(raw, tmp_path / "alone", workers=1)
+    pooled = _map(raw, tmp_path / "pooled", workers=2)
+    assert pooled == alone
+    stats, events, quarantined = alone
+    assert (stats.raw_lines, stats.records, stats.duplicates_dropped, stats.quarantined) == (
+        6000 + 7 * 2 + 6,
+        6000 - len(REPEATS) - len(COLLISIONS),
+        len(REPEATS),
+        len(COLLISIONS) + 7 * 2 + 6,
+    )
+    assert stats.quarantine_reasons == {"_id collision": 4, "not JSON": 14, "no identity": 6}
+    assert len(events.splitlines()) == stats.records
+    entries = [orjson.loads(line) for line in quarantined.splitlines()]
+    collisions = [entry for entry in entries if entry["reasons"][0].startswith("_id collision")]
+    # Line numbers count non-empty raw lines: the 3 bad lines after every 900 and 1,000 shift them.
+    assert [entry["line_number"] for entry in collisions] == [3263, 3965, 4668, 5369]
+    assert collisions[0]["reasons"][0].startswith("_id collision: line 253 has the same _id")
+    assert orjson.loads(collisions[0]["line"])["properties"]["distinct_id"] == "someone else"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 12), max_size=30), max_size=4))
+def test_adding_keys_in_batches_answers_as_adding_them_one_by_one(
+    tmp_path_factory, batches: list[list[int]]
+) -> None:
+    folder = tmp_path_factory.mktemp("seen")
+    one_by_one, batched = SeenKeys(folder / "a.sqlite"), SeenKeys(folder / "b.sqlite")
+    line = 0
+    try:
+        for batch in batches:
+            items = []
+            for key in batch:
+                line += 1
+                items.append((bytes([key]), line.to_bytes(8, "big")))
+            expected = [one_by_one.add(key, tag) for key, tag in items]
+            assert batched.add_all(items) == expected
+    finally:
+        one_by_one.close()
+        batched.close()
