@@ -6,11 +6,14 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.xdm.day_mapping import DayMappingStats, SeenKeys, map_day
 from mixpanel_assets.xdm.mapping import MappingSpec
+from mixpanel_assets.xdm.resource import XdmMappingResource
 
 SPEC = MappingSpec(project_id="2384945", tenant_id="acme")
 NOW = int(time.time())
@@ -89,3 +92,10 @@ def test_adding_keys_in_batches_answers_as_adding_them_one_by_one(
     finally:
         one_by_one.close()
         batched.close()
+
+
+def test_a_negative_worker_count_names_its_variable() -> None:
+    with pytest.raises(ConfigError, match="MIXPANEL_ASSETS_MAPPING_WORKERS=-2"):
+        XdmMappingResource(tenant_id="acme", workers=-2).worker_count()
+    assert XdmMappingResource(tenant_id="acme", workers=0).worker_count() is None
+    assert XdmMappingResource(tenant_id="acme", workers=3).worker_count() == 3

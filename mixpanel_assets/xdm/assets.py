@@ -65,6 +65,7 @@ def build_xdm_experience_events(
         Mixpanel's key; events that cannot be valid XDM are quarantined with their reasons."""
         try:
             spec = xdm_mapping.spec(mixpanel)
+            workers = xdm_mapping.worker_count()
         except ConfigError as problem:
             raise Failure(str(problem), allow_retries=False) from None
         raw = partition_files.folder(RAW_EVENTS, context.partition_key)
@@ -78,6 +79,7 @@ def build_xdm_experience_events(
                 staging / "quarantine.jsonl.gz",
                 spec,
                 staging,
+                workers=workers,
             )
             manifest = folder.publish(
                 {

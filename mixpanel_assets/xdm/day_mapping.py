@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import math
 import multiprocessing
 import os
 import sqlite3
@@ -164,6 +165,19 @@ def map_line(line: bytes, spec: MappingSpec) -> MappedEvent | list[str]:
 _Outcome = tuple[bytes, bytes, bytes, str, int | None] | tuple[None, list[str]]
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup
+    v2 ``cpu.max``), which ``os.cpu_count`` ignores and a Kubernetes CPU limit sets."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
 def map_day(
     raw_path: Path,
     events_path: Path,
@@ -180,12 +194,12 @@ def map_day(
     would collide with the first in AEP (same event, time and ``$insert_id``, another
     distinct_id): it is quarantined, so ``_id`` stays unique within the day.
 
-    ``workers`` processes map the lines (default: one per CPU; a raw file under
+    ``workers`` processes map the lines (default: one per CPU this process may use; a raw file under
     ``PARALLEL_MIN_RAW_BYTES`` is mapped in this process); the output does not depend on it.
     """
     if workers is None:
         big = raw_path.stat().st_size >= PARALLEL_MIN_RAW_BYTES
-        workers = (os.cpu_count() or 1) if big else 1
+        workers = usable_cpus() if big else 1
     stats = DayMappingStats()
     seen = SeenKeys(work_dir / "seen-ids.sqlite")
     try:

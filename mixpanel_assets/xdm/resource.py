@@ -6,7 +6,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from mixpanel_assets.mixpanel.resource import MixpanelResource
-from mixpanel_assets.settings import ConfigError, env_or_default
+from mixpanel_assets.settings import ConfigError, env_int_or_default, env_or_default
 from mixpanel_assets.xdm.mapping import MappingSpec
 from mixpanel_assets.xdm.schema import tenant_field_group
 from mixpanel_assets.xdm.spec import (
@@ -17,6 +17,8 @@ from mixpanel_assets.xdm.spec import (
     load_rules,
 )
 
+WORKERS_VARIABLE = "MIXPANEL_ASSETS_MAPPING_WORKERS"
+
 
 class XdmMappingResource(ConfigurableResource):
     """How Mixpanel events become XDM records in this organisation."""
@@ -26,13 +28,28 @@ class XdmMappingResource(ConfigurableResource):
         default="",
         description=f"{MAPPING_VARIABLE}: a mapping YAML file; empty means the default mapping",
     )
+    workers: int = Field(
+        default=0,
+        description=f"{WORKERS_VARIABLE}: processes that map a big day; 0 means one per CPU the "
+        "run may use",
+    )
 
     @classmethod
     def from_env(cls) -> XdmMappingResource:
         return cls(
             tenant_id=EnvVar("AEP_TENANT_ID"),
             mapping_file=env_or_default(MAPPING_VARIABLE, ""),
+            workers=env_int_or_default(WORKERS_VARIABLE, 0),
         )
+
+    def worker_count(self) -> int | None:
+        """The workers asked for, None for the default; a negative count names the variable."""
+        if self.workers < 0:
+            raise ConfigError(
+                f"{WORKERS_VARIABLE}={self.workers} is not a number of processes: use 1 or more, "
+                "or 0 for one per CPU the run may use."
+            )
+        return self.workers or None
 
     def rules(self) -> MappingRules:
         """The mapping file's rules, checked; a bad file raises ``ConfigError`` naming it."""
