@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from mixpanel_assets.errors import ConfigError
 from mixpanel_assets.file_lock import exclusive_lock
-from mixpanel_assets.settings import ConfigError
 
 COORDINATION_VARIABLE = "MIXPANEL_ASSETS_COORDINATION_URL"
 STATE_TABLE = "mixpanel_assets_shared_state"

@@ -14,9 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dagster import EnvVar
 
-
-class ConfigError(ValueError):
-    """A contract variable is missing or malformed; the message names it and the fix."""
+from mixpanel_assets.errors import ConfigError
 
 
 def env_or_default(name: str, default: str) -> EnvVar | str:

@@ -8,7 +8,6 @@ whose answer was lost (AEP may have made the batch) aborts whatever that create 
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from isal import igzip
 
 from mixpanel_assets.aep.client import SUCCEEDED, AEPClient, AEPError, AEPRefusal
 
@@ -150,7 +150,7 @@ def _parts(records_path: Path, work_dir: Path, max_bytes: int) -> Iterator[tuple
     """JSON-lines files of at most ``max_bytes`` each, written one at a time."""
     index = 0
     part_path, part, size, count = None, None, 0, 0
-    with gzip.open(records_path, "rb") as records:
+    with igzip.open(records_path, "rb") as records:
         for line in records:
             if len(line) > max_bytes:
                 raise AEPError(

@@ -14,7 +14,6 @@ checks each (fast), and only the first record that fails is walked again to name
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,6 +22,7 @@ from typing import Any
 
 import fastjsonschema
 import orjson
+from isal import igzip
 from jsonschema import Draft6Validator
 
 from mixpanel_assets.aep.client import XED_FULL, AEPClient, AEPError
@@ -48,7 +48,7 @@ class TargetSchema:
         Raises SchemaMismatchError at the first record that does not fit.
         """
         checked = 0
-        with gzip.open(records_path, "rb") as lines:
+        with igzip.open(records_path, "rb") as lines:
             for checked, line in enumerate(lines, start=1):
                 record = orjson.loads(line)
                 if not self._fits(record):

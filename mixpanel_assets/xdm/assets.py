@@ -1,6 +1,5 @@
 """``xdm_experience_events`` and the checks that stop a bad day before it reaches AEP."""
 
-import gzip
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +18,7 @@ from dagster import (
     asset,
     asset_check,
 )
+from isal import igzip
 
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
@@ -143,7 +143,7 @@ def build_xdm_checks(
         problem_count = records = 0
         now = datetime.now(UTC)
         manifest = folder.manifest()
-        with folder.open("events", manifest) as stored, gzip.open(stored, "rb") as lines:
+        with folder.open("events", manifest) as stored, igzip.open(stored, "rb") as lines:
             for records, line in enumerate(lines, start=1):
                 missing = _missing_required(orjson.loads(line), now)
                 if missing:
@@ -202,7 +202,7 @@ def build_xdm_checks(
         raw = partition_files.folder(RAW_EVENTS, context.partition_key).manifest()
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
-        with folder.open("quarantine", xdm) as stored, gzip.open(stored, "rb") as lines:
+        with folder.open("quarantine", xdm) as stored, igzip.open(stored, "rb") as lines:
             quarantine_lines = sum(1 for _ in lines)
         accounted = xdm["records"] + xdm["duplicates_dropped"] + xdm["quarantined"]
         return AssetCheckResult(

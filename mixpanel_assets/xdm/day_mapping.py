@@ -13,7 +13,6 @@ number of workers.
 from __future__ import annotations
 
 import base64
-import gzip
 import math
 import multiprocessing
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
+from isal import igzip
 
 from mixpanel_assets.xdm.mapping import (
     InvalidEvent,
@@ -204,9 +204,9 @@ def map_day(
     seen = SeenKeys(work_dir / "seen-ids.sqlite")
     try:
         with (
-            gzip.open(raw_path, "rb") as raw,
-            gzip.open(events_path, "wb", compresslevel=_COMPRESS_LEVEL) as events,
-            gzip.open(quarantine_path, "wb", compresslevel=_COMPRESS_LEVEL) as quarantine,
+            igzip.open(raw_path, "rb") as raw,
+            igzip.open(events_path, "wb", compresslevel=_COMPRESS_LEVEL) as events,
+            igzip.open(quarantine_path, "wb", compresslevel=_COMPRESS_LEVEL) as quarantine,
         ):
             for chunk, outcomes in _mapped_chunks(_chunks(raw), spec, workers):
                 _place(chunk, outcomes, seen, stats, events, quarantine)
@@ -364,7 +364,7 @@ def duplicate_event_ids(
     records = duplicates = 0
     examples: list[str] = []
     try:
-        with gzip.open(events_path, "rb") as lines:
+        with igzip.open(events_path, "rb") as lines:
             for records, line in enumerate(lines, start=1):
                 document = orjson.loads(line)
                 identifier = document.get("_id") if isinstance(document, dict) else None
