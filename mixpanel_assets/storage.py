@@ -259,7 +259,8 @@ class PartitionFiles(ConfigurableResource):
             protocol = self.data_dir.split("://", 1)[0]
             extra = _EXTRAS.get(protocol)
             hint = (
-                f"install its filesystem: pip install 'mixpanel-assets[{extra}]'"
+                f"install the project's `{extra}` extra, which adds its filesystem "
+                f"(pip install -e '.[{extra}]' in the project's folder)"
                 if extra
                 else "use a local path or an s3://, gs:// or abfs:// URL"
             )
