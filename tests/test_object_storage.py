@@ -3,7 +3,6 @@ its own process, with its own scratch folder and Dagster home, as on separate ma
 
 import gzip
 import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
+from tests.dagster_cli import materialize_command
 from tests.services import S3Server
 
 STEPS = ("mixpanel_raw_events", "xdm_experience_events", "aep_ingested_batches")
@@ -36,17 +36,7 @@ def _run_step(asset: str, day: str, machine: Path, environment: dict[str, str]) 
     """``dagster asset materialize`` of one asset, as a machine with nothing but its own disk."""
     home, scratch = machine / "dagster_home", machine / "scratch"
     home.mkdir(parents=True)
-    command = [
-        str(Path(sys.executable).with_name("dagster")),
-        "asset",
-        "materialize",
-        "-m",
-        "mixpanel_assets.definitions",
-        "--select",
-        asset,
-        "--partition",
-        day,
-    ]
+    command = materialize_command(asset, day)
     env = {
         **environment,
         "DAGSTER_HOME": str(home),

@@ -2,7 +2,6 @@
 
 import gzip
 import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,6 +22,7 @@ from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
 from mixpanel_assets.sandbox.mixpanel_emulator import Fault
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
+from tests.dagster_cli import materialize_command
 
 
 def _yesterday() -> str:
@@ -99,17 +99,7 @@ def test_the_dagster_cli_moves_a_day(sandbox: LocalSandbox, tmp_path: Path) -> N
     day = _yesterday()
     home = tmp_path / "dagster_home"
     home.mkdir()
-    command = [
-        str(Path(sys.executable).with_name("dagster")),
-        "asset",
-        "materialize",
-        "-m",
-        "mixpanel_assets.definitions",
-        "--select",
-        "mixpanel_raw_events*",
-        "--partition",
-        day,
-    ]
+    command = materialize_command("mixpanel_raw_events*", day)
     env = {**sandbox.environment(), "DAGSTER_HOME": str(home), "PATH": "/usr/bin:/bin"}
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]

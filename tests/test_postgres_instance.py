@@ -19,6 +19,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, coordinator
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
 from mixpanel_assets.settings import ConfigError
+from tests.dagster_cli import DAGSTER, materialize_command
 from tests.services import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,17 +66,7 @@ def test_concurrent_runs_on_separate_workers_share_one_postgres_instance(
 
     def run(day: str, worker: int) -> subprocess.CompletedProcess[str]:
         """One run worker: its own process and scratch folder, the shared instance and files."""
-        command = [
-            dagster,
-            "asset",
-            "materialize",
-            "-m",
-            "mixpanel_assets.definitions",
-            "--select",
-            "mixpanel_raw_events*",
-            "--partition",
-            day,
-        ]
+        command = materialize_command("mixpanel_raw_events*", day)
         scratch = {"MIXPANEL_ASSETS_SCRATCH_DIR": str(tmp_path / f"worker-{worker}")}
         return subprocess.run(
             command, env={**environment, **scratch}, capture_output=True, text=True, timeout=300
@@ -84,9 +75,8 @@ def test_concurrent_runs_on_separate_workers_share_one_postgres_instance(
     # The deploy step README's "Deploying" names: the pool's limit set once, explicitly. Left to
     # the default_limit, the first steps of the pool race to create its row in PostgreSQL and
     # all but one fail (dagster-io/dagster#33552, open in 1.13.27).
-    dagster = str(Path(sys.executable).with_name("dagster"))
     subprocess.run(
-        [dagster, "instance", "concurrency", "set", "mixpanel_export", "2"],
+        [DAGSTER, "instance", "concurrency", "set", "mixpanel_export", "2"],
         env=environment,
         check=True,
         capture_output=True,
