@@ -166,6 +166,37 @@ def test_settling_a_day_aborts_a_dead_run_and_waits_for_one_in_flight(
         assert platform.batch(elsewhere)["status"] == "loading", "another dataset's: untouched"
 
 
+def test_the_end_of_processing_is_noticed_soon_without_flooding_the_catalog(
+    tmp_path: Path,
+) -> None:
+    """Polls pause a tenth of the time waited: a batch done after about 3.3 s is seen within
+    a second (doubling pauses from 0.05 s would sleep until 6.35 s), in a few dozen polls."""
+    with PlatformEmulator(
+        tmp_path, tenant_id=TENANT, client_secret=SECRET, processing_seconds=3.3
+    ) as platform:
+        dataset = platform.create_dataset("events")
+        client = _client(platform)
+        batch_id = client.create_batch(
+            dataset_id=dataset,
+            external_id="slow",
+            predecessors=[],
+            tags={},
+            partial_ingestion_percent=0,
+        )
+        part = tmp_path / "part.json"
+        part.write_bytes(orjson.dumps(_record(1)) + b"\n")
+        client.upload_file(batch_id, dataset, "part.json", part)
+        client.complete_batch(batch_id)
+
+        batch = client.wait_for_batch(batch_id, timeout_seconds=30, poll_seconds=0.05)
+        noticed_ms = time.time() * 1000
+
+        assert batch["status"] == "success"
+        assert noticed_ms - batch["completed"] < 1000
+        polls = _requests_to(platform, f"/data/foundation/catalog/batches/{batch_id}")
+        assert 10 <= len(polls) <= 40
+
+
 def test_an_abandoned_batch_of_the_day_is_left_alone(tmp_path: Path) -> None:
     with PlatformEmulator(
         tmp_path, tenant_id=TENANT, client_secret=SECRET, abandon_after_seconds=0.05

@@ -42,7 +42,9 @@ class AEPResource(ConfigurableResource):
         default=3 * 3600.0, description="How long to wait for AEP to process a batch"
     )
     poll_seconds: float = Field(
-        default=0.25, description="First Catalog poll interval; doubles up to 30 s"
+        default=0.25,
+        description="Shortest Catalog poll interval; later ones are a tenth of the time waited, "
+        "up to 30 s",
     )
     retry_base_seconds: float = 1.0
 
