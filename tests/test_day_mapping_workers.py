@@ -88,7 +88,7 @@ def test_adding_keys_in_batches_answers_as_adding_them_one_by_one(
                 line += 1
                 items.append((bytes([key]), line.to_bytes(8, "big")))
             expected = [one_by_one.add(key, tag) for key, tag in items]
-            assert batched.add_all(items) == expected
+            assert batched.add_all([key for key, _ in items], [tag for _, tag in items]) == expected
     finally:
         one_by_one.close()
         batched.close()

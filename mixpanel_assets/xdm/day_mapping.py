@@ -28,6 +28,7 @@ import orjson
 from isal import igzip
 
 from mixpanel_assets.xdm.mapping import (
+    DEDUP_KEY_BYTES,
     InvalidEvent,
     MappingSpec,
     dedup_key,
@@ -41,6 +42,7 @@ _COMPRESS_LEVEL = 1
 # timezone offset, and a bounded histogram however many events the day holds.
 _LAG_LIMIT_MINUTES = 2 * 24 * 60
 _LINE_NUMBER_BYTES = 8
+_EVENT_ID_BYTES = 32  # SHA-256
 # Decompressed bytes of raw lines per chunk a worker maps (about a thousand events).
 _CHUNK_BYTES = 1 << 20
 # Chunks handed out per worker and not yet placed: enough to keep them busy, few for memory.
@@ -95,29 +97,32 @@ class SeenKeys:
         ).fetchone()
         return first_tag
 
-    def add_all(self, items: list[tuple[bytes, bytes]]) -> list[bytes | None]:
+    def add_all(self, keys: list[bytes], tags: list[bytes]) -> list[bytes | None]:
         """``add`` of every (key, tag) in order, in a few statements instead of one each.
 
         Tags must differ from one another (a line number in them does it): an item whose key
         is stored with another tag, by this call or an earlier one, came after the first.
         """
-        firsts: dict[bytes, bytes] = {}
-        for key, tag in items:
-            firsts.setdefault(key, tag)
+        firsts = dict(
+            zip(reversed(keys), reversed(tags), strict=True)
+        )  # each key's first tag in this call
         before = self._connection.total_changes
         with self._connection:  # one transaction: a commit per row would triple the cost
             self._connection.execute("BEGIN")
             self._connection.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", firsts.items())
         if self._connection.total_changes - before < len(firsts):  # some keys came before
-            keys = list(firsts)
-            for start in range(0, len(keys), _KEYS_PER_QUERY):
-                batch = keys[start : start + _KEYS_PER_QUERY]
+            unique = list(firsts)
+            for start in range(0, len(unique), _KEYS_PER_QUERY):
+                batch = unique[start : start + _KEYS_PER_QUERY]
                 rows = self._connection.execute(
                     f"SELECT key, tag FROM seen WHERE key IN ({','.join('?' * len(batch))})",
                     batch,
                 )
                 firsts.update(rows)
-        return [None if firsts[key] == tag else firsts[key] for key, tag in items]
+        return [
+            None if (first := firsts[key]) == tag else first
+            for key, tag in zip(keys, tags, strict=True)
+        ]
 
     def close(self) -> None:
         self._connection.close()
@@ -160,9 +165,20 @@ def map_line(line: bytes, spec: MappingSpec) -> MappedEvent | list[str]:
     return MappedEvent(record, key, None)
 
 
-# What a worker sends back for one line: (_id digest, dedup key, the record's JSON line, its
-# eventType, its processing lag in minutes or None), or (None, quarantine reasons).
-_Outcome = tuple[bytes, bytes, bytes, str, int | None] | tuple[None, list[str]]
+class _ChunkOutcome(NamedTuple):
+    """What a worker sends back for one chunk: a few flat lists, cheap to pickle.
+
+    The lists of mapped lines are in line order; ``quarantined`` holds the index (among the
+    chunk's non-empty lines) and reasons of each line that could not be mapped.
+    """
+
+    lines: int
+    event_ids: bytearray  # each record's ``_id`` as its digest, back to back
+    dedup_keys: bytearray  # each record's dedup key, back to back
+    records: list[bytes]  # JSON lines
+    event_types: list[str]
+    lag_minutes: list[int | None]  # processing lag, None for imported events
+    quarantined: list[tuple[int, list[str]]]
 
 
 def usable_cpus() -> int:
@@ -231,7 +247,7 @@ def _chunks(raw: IO[bytes]) -> Iterator[bytes]:
 
 def _mapped_chunks(
     chunks: Iterator[bytes], spec: MappingSpec, workers: int
-) -> Iterator[tuple[bytes, list[_Outcome]]]:
+) -> Iterator[tuple[bytes, _ChunkOutcome]]:
     """Every chunk with its outcomes, in order: mapped here, or by ``workers`` processes with a
     bounded number of chunks in flight (memory stays flat)."""
     if workers <= 1:
@@ -244,7 +260,7 @@ def _mapped_chunks(
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(fields,)
     ) as pool:
-        pending: deque[tuple[bytes, Future[list[_Outcome]]]] = deque()
+        pending: deque[tuple[bytes, Future[_ChunkOutcome]]] = deque()
         try:
             for chunk in chunks:
                 pending.append((chunk, pool.submit(_map_chunk_in_worker, chunk)))
@@ -269,88 +285,100 @@ def _start_worker(fields: dict[str, Any]) -> None:
     _worker_spec.compiled  # noqa: B018 (compile once, before the first chunk)
 
 
-def _map_chunk_in_worker(chunk: bytes) -> list[_Outcome]:
+def _map_chunk_in_worker(chunk: bytes) -> _ChunkOutcome:
     assert _worker_spec is not None, "the pool's initializer sets the spec"
     return _map_chunk(chunk, _worker_spec)
 
 
-def _map_chunk(chunk: bytes, spec: MappingSpec) -> list[_Outcome]:
-    """The outcome of every non-empty line of ``chunk``, in order."""
-    outcomes: list[_Outcome] = []
-    for line in chunk.split(b"\n"):
-        if not line:
-            continue
+def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
+    """The outcome of every non-empty line of ``chunk``."""
+    outcome = _ChunkOutcome(0, bytearray(), bytearray(), [], [], [], [])
+    index = -1
+    for index, line in enumerate(filter(None, chunk.split(b"\n"))):
         mapped = map_line(line, spec)
         if isinstance(mapped, list):
-            outcomes.append((None, mapped))
+            outcome.quarantined.append((index, mapped))
             continue
         record = mapped.record
         lag = mapped.processing_lag_seconds
-        outcomes.append(
-            (
-                bytes.fromhex(record["_id"]),
-                mapped.dedup_key,
-                orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE),
-                record["eventType"],
-                None
-                if lag is None
-                else max(-_LAG_LIMIT_MINUTES, min(_LAG_LIMIT_MINUTES, round(lag / 60))),
-            )
+        outcome.event_ids.extend(bytes.fromhex(record["_id"]))
+        outcome.dedup_keys.extend(mapped.dedup_key)
+        outcome.records.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        outcome.event_types.append(record["eventType"])
+        outcome.lag_minutes.append(
+            None
+            if lag is None
+            else max(-_LAG_LIMIT_MINUTES, min(_LAG_LIMIT_MINUTES, round(lag / 60)))
         )
-    return outcomes
+    return outcome._replace(lines=index + 1)
 
 
 def _place(
     chunk: bytes,
-    outcomes: list[_Outcome],
+    outcome: _ChunkOutcome,
     seen: SeenKeys,
     stats: DayMappingStats,
     events: IO[bytes],
     quarantine: IO[bytes],
 ) -> None:
-    """Write one chunk's records (or count them as duplicates) and quarantined lines."""
+    """Write one chunk's records (or count them as duplicates) and quarantined lines.
+
+    Per-record work stays in C (joins, Counters, one comprehension): this process is the one
+    every worker waits on.
+    """
     first_number = stats.raw_lines + 1
-    firsts = iter(
-        seen.add_all(
-            [
-                (outcome[0], outcome[1] + number.to_bytes(_LINE_NUMBER_BYTES, "big"))
-                for number, outcome in enumerate(outcomes, start=first_number)
-                if outcome[0] is not None
-            ]
-        )
-    )
-    records: list[bytes] = []
-    entries: list[bytes] = []
-    lines: list[bytes] = []  # the chunk's lines, split only when one is quarantined
-    for number, outcome in enumerate(outcomes, start=first_number):
-        if outcome[0] is None:
-            reasons = outcome[1]
-        else:
-            _, key, record, event_type, lag_minutes = outcome
-            first = next(firsts)
-            if first is None:
-                records.append(record)
-                stats.records += 1
-                stats.event_types[event_type] += 1
-                if lag_minutes is not None:
-                    stats.processing_lag_minutes[lag_minutes] += 1
-                continue
-            if first[: len(key)] == key:
-                stats.duplicates_dropped += 1
-                continue
-            reasons = [
-                f"_id collision: line {int.from_bytes(first[len(key) :], 'big')} has the same "
-                "_id (same event, time and $insert_id, or without one the same properties) but "
-                "another distinct_id, so it is a different event by Mixpanel's dedup key; AEP "
-                "keeps one record per _id"
-            ]
-        lines = lines or [line for line in chunk.split(b"\n") if line]
-        stats.quarantined += 1
-        stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
-        entries.append(_quarantine_entry(number, lines[number - first_number], reasons) + b"\n")
-    stats.raw_lines += len(outcomes)
+    numbers = range(first_number, first_number + outcome.lines)
+    reasons_by_number = {first_number + index: reasons for index, reasons in outcome.quarantined}
+    if reasons_by_number:
+        numbers = [number for number in numbers if number not in reasons_by_number]
+    event_ids = _pieces(outcome.event_ids, _EVENT_ID_BYTES)
+    dedup_keys = _pieces(outcome.dedup_keys, DEDUP_KEY_BYTES)
+    tags = [
+        key + number.to_bytes(_LINE_NUMBER_BYTES, "big")
+        for key, number in zip(dedup_keys, numbers, strict=True)
+    ]
+    firsts = seen.add_all(event_ids, tags)
+    repeats = [index for index, first in enumerate(firsts) if first is not None]
+    event_types = Counter(outcome.event_types)
+    lags = Counter(outcome.lag_minutes)
+    for index in repeats:  # few: the day's duplicates and _id collisions
+        event_types[outcome.event_types[index]] -= 1
+        lags[outcome.lag_minutes[index]] -= 1
+        key, first = dedup_keys[index], firsts[index]
+        assert first is not None
+        if first[: len(key)] == key:
+            stats.duplicates_dropped += 1
+            continue
+        reasons_by_number[numbers[index]] = [
+            f"_id collision: line {int.from_bytes(first[len(key) :], 'big')} has the same "
+            "_id (same event, time and $insert_id, or without one the same properties) but "
+            "another distinct_id, so it is a different event by Mixpanel's dedup key; AEP "
+            "keeps one record per _id"
+        ]
+    if repeats:
+        dropped = set(repeats)
+        records = [record for index, record in enumerate(outcome.records) if index not in dropped]
+    else:
+        records = outcome.records
+    del lags[None]
+    stats.records += len(records)
+    stats.event_types.update(+event_types)
+    stats.processing_lag_minutes.update(+lags)
+    stats.raw_lines += outcome.lines
     events.write(b"".join(records))
-    quarantine.write(b"".join(entries))
+    if reasons_by_number:
+        lines = [line for line in chunk.split(b"\n") if line]
+        entries = []
+        for number in sorted(reasons_by_number):
+            reasons = reasons_by_number[number]
+            stats.quarantined += 1
+            stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
+            entries.append(_quarantine_entry(number, lines[number - first_number], reasons))
+        quarantine.write(b"\n".join(entries) + b"\n")
+
+
+def _pieces(joined: bytearray, size: int) -> list[bytes]:
+    return [bytes(joined[start : start + size]) for start in range(0, len(joined), size)]
 
 
 def duplicate_event_ids(

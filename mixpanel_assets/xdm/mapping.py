@@ -117,6 +117,7 @@ _DEVICE_PREFIX = "$device:"
 # AEP rejects events that happen in the future; allow for clock skew between machines.
 FUTURE_TOLERANCE_SECONDS = 300
 _EMPTY_CONTAINERS = (str, list, dict)
+DEDUP_KEY_BYTES = 16
 
 
 def parse_event(line: bytes) -> tuple[str, dict[str, Any]]:
@@ -146,7 +147,7 @@ def dedup_key(name: str, properties: dict[str, Any]) -> bytes:
         key = [name, properties.get("distinct_id"), properties.get("time"), insert_id]
     else:
         key = [name, properties]
-    return hashlib.blake2b(_json(key, "the dedup key"), digest_size=16).digest()
+    return hashlib.blake2b(_json(key, "the dedup key"), digest_size=DEDUP_KEY_BYTES).digest()
 
 
 def event_id(spec: MappingSpec, name: str, properties: dict[str, Any]) -> str:
