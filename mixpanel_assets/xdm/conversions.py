@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -81,7 +82,12 @@ def as_subdivision_code(value: Any) -> str | None:
 def as_library_uri(value: Any) -> str | None:
     """``implementationDetails.name`` is a URI in XDM; Mixpanel's ``mp_lib`` is a bare name."""
     text = as_string(value)
-    return _LIBRARY_URI_BASE + quote(text, safe="") if text else None
+    return _library_uri(text) if text else None
+
+
+@lru_cache(maxsize=256)  # a project's events come from a handful of libraries
+def _library_uri(name: str) -> str:
+    return _LIBRARY_URI_BASE + quote(name, safe="")
 
 
 class Conversion(NamedTuple):

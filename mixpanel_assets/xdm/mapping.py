@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -240,11 +240,19 @@ def _utc_seconds(raw_time: int | float, mapping: CompiledMapping) -> float:
 
 def _rfc3339(seconds: float) -> str:
     """``2025-05-01T11:12:50.123Z``: RFC 3339 UTC with milliseconds, as AEP wants."""
+    # Most events come in whole seconds, many to a second: those are formatted once.
+    return _whole_second_rfc3339(int(seconds)) if seconds.is_integer() else _format_rfc3339(seconds)
+
+
+def _format_rfc3339(seconds: float) -> str:
     try:
         instant = datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         return f"{seconds:.0f} s after the epoch"  # only ever shown in a quarantine reason
     return instant.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+_whole_second_rfc3339 = lru_cache(maxsize=4096)(_format_rfc3339)
 
 
 def _event_id(project_id: str, name: str, raw_time: int | float, properties: dict) -> str:
