@@ -275,6 +275,23 @@ def test_a_failure_after_creation_aborts_the_batch(
     assert batch["status"] == "aborted"
 
 
+def test_a_failed_upload_stops_the_day_while_the_next_file_is_cut(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
+    dataset = platform.create_dataset("events")
+    platform.queue_fault("PUT", "/data/foundation/import/batches", 400)
+    records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(500)])
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(AEPError, match="HTTP 400"):
+        load_day(_client(platform), records, _request(dataset, max_file_bytes=20_000), work)
+    (batch,) = platform.batches(dataset)
+    assert batch["status"] == "aborted"
+    puts = [entry.status for entry in platform.request_log if entry.method == "PUT"]
+    assert puts == [400], "no file is uploaded after one failed"
+    assert len(list(work.iterdir())) <= 2, "at most the failed file and the next one cut"
+
+
 def test_a_create_whose_answer_was_lost_leaves_no_loading_batch(
     platform: PlatformEmulator, tmp_path: Path
 ) -> None:

@@ -1,15 +1,17 @@
 """Load one day's XDM records into AEP as one batch that replaces the day's earlier batches.
 
-The records are cut into JSON-lines files under the configured size one at a time (only one
-file is on disk at once), uploaded, and the batch completed and watched until AEP has processed
-it. No batch is left ``loading``: any failure after the batch exists aborts it, and a create
-whose answer was lost (AEP may have made the batch) aborts whatever that create left behind.
+The records are cut into JSON-lines files under the configured size, each uploaded while the
+next is cut (at most two are on disk at once), and the batch completed and watched until AEP
+has processed it. No batch is left ``loading``: any failure after the batch exists aborts it,
+and a create whose answer was lost (AEP may have made the batch) aborts whatever that create
+left behind.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,17 +82,22 @@ def load_day(
         raise
     try:
         records = files = total_bytes = 0
-        for part_path, part_records in _parts(records_path, work_dir, request.max_file_bytes):
-            files += 1
-            if files > MAX_FILES_PER_BATCH:
-                raise AEPError(
-                    f"the day needs more than {MAX_FILES_PER_BATCH} files, AEP's limit per batch: "
-                    "raise AEP_UPLOAD_FILE_MAX_BYTES (up to 256 MB)."
-                )
-            total_bytes += part_path.stat().st_size
-            client.upload_file(batch_id, request.dataset_id, part_path.name, part_path)
-            part_path.unlink()
-            records += part_records
+        with ThreadPoolExecutor(1, thread_name_prefix="aep-upload") as uploader:
+            uploading: Future[None] | None = None
+            for part_path, part_records in _parts(records_path, work_dir, request.max_file_bytes):
+                files += 1
+                if files > MAX_FILES_PER_BATCH:
+                    raise AEPError(
+                        f"the day needs more than {MAX_FILES_PER_BATCH} files, AEP's limit per "
+                        "batch: raise AEP_UPLOAD_FILE_MAX_BYTES (up to 256 MB)."
+                    )
+                total_bytes += part_path.stat().st_size
+                if uploading is not None:
+                    uploading.result()
+                uploading = uploader.submit(_upload_part, client, batch_id, request, part_path)
+                records += part_records
+            if uploading is not None:
+                uploading.result()
         client.complete_batch(batch_id)
         batch = client.wait_for_batch(
             batch_id, timeout_seconds=request.timeout_seconds, poll_seconds=request.poll_seconds
@@ -170,6 +177,13 @@ def _parts(records_path: Path, work_dir: Path, max_bytes: int) -> Iterator[tuple
     if part is not None:
         part.close()
         yield part_path, count
+
+
+def _upload_part(
+    client: AEPClient, batch_id: str, request: DayBatchRequest, part_path: Path
+) -> None:
+    client.upload_file(batch_id, request.dataset_id, part_path.name, part_path)
+    part_path.unlink()
 
 
 def _metric(batch: dict[str, Any], top_level: str, in_metrics: str) -> int:
