@@ -52,8 +52,6 @@ _CHUNKS_IN_FLIGHT_PER_WORKER = 3
 PARALLEL_MIN_RAW_BYTES = 16 << 20
 # Allocations between young-object collections in a mapping worker (Python's default is 700).
 _WORKER_GC_THRESHOLD = 50_000
-# SQLite's limit on parameters per statement is 999 in older builds.
-_KEYS_PER_QUERY = 900
 
 
 @dataclass
@@ -87,7 +85,10 @@ class SeenKeys:
         self._connection = sqlite3.connect(path, isolation_level=None)
         self._connection.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32000;"
+            "PRAGMA temp_store=MEMORY;"
             "CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY, tag BLOB) WITHOUT ROWID;"
+            # One call's new items, so a join finds the ones seen before without a query each.
+            "CREATE TEMP TABLE arriving (key BLOB PRIMARY KEY, tag BLOB) WITHOUT ROWID;"
         )
 
     def add(self, key: bytes, tag: bytes = b"") -> bytes | None:
@@ -106,22 +107,18 @@ class SeenKeys:
         Tags must differ from one another (a line number in them does it): an item whose key
         is stored with another tag, by this call or an earlier one, came after the first.
         """
-        firsts = dict(
-            zip(reversed(keys), reversed(tags), strict=True)
-        )  # each key's first tag in this call
-        before = self._connection.total_changes
+        # Each key's first tag in this call, then the tag it came with before, if it did.
+        firsts = dict(zip(reversed(keys), reversed(tags), strict=True))
         with self._connection:  # one transaction: a commit per row would triple the cost
             self._connection.execute("BEGIN")
-            self._connection.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", firsts.items())
-        if self._connection.total_changes - before < len(firsts):  # some keys came before
-            unique = list(firsts)
-            for start in range(0, len(unique), _KEYS_PER_QUERY):
-                batch = unique[start : start + _KEYS_PER_QUERY]
-                rows = self._connection.execute(
-                    f"SELECT key, tag FROM seen WHERE key IN ({','.join('?' * len(batch))})",
-                    batch,
+            self._connection.execute("DELETE FROM arriving")
+            self._connection.executemany("INSERT INTO arriving VALUES (?, ?)", firsts.items())
+            firsts.update(
+                self._connection.execute(
+                    "SELECT arriving.key, seen.tag FROM arriving JOIN seen USING (key)"
                 )
-                firsts.update(rows)
+            )
+            self._connection.execute("INSERT OR IGNORE INTO seen SELECT key, tag FROM arriving")
         return [
             None if (first := firsts[key]) == tag else first
             for key, tag in zip(keys, tags, strict=True)
