@@ -444,9 +444,10 @@ _TYPE_TESTS = {
 # Keywords the writer turns into inline tests; a node with any other is handed to fastjsonschema.
 _INLINE_KEYWORDS = frozenset(
     {"type", "properties", "required", "additionalProperties", "items", "format", "enum"}
-    | {"default"}  # a field's default is its parent's to write
+    | {"pattern", "default"}  # a field's default is its parent's to write
 )
 _OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties"})
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _MISSING = object()
 
 
@@ -455,10 +456,10 @@ class _CheckWriter:
     True (valid), False (invalid) or None (a field off the shape: the cut schema cannot judge).
 
     Nodes of a single type whose other keywords are among ``_INLINE_KEYWORDS`` become inline
-    tests with fastjsonschema's own semantics (its draft-6 type tests; ``format`` and ``enum``
-    only on strings; ``additionalProperties`` a schema or false; ``items`` one schema; a missing
-    field's ``default`` written into the record); any other
-    node is checked by fastjsonschema, compiled for it alone, once its fields are found on the
+    tests with fastjsonschema's own semantics (its draft-6 type tests; ``format``, ``enum`` and
+    ``pattern`` only on strings; ``additionalProperties`` a schema or false; ``items`` one
+    schema; a missing field's ``default`` written into the record); any other node is checked by
+    fastjsonschema, compiled for it alone, once its fields are found on the
     shape. Where the shape goes, an object's fields must all be on it, or the answer is None.
     """
 
@@ -492,7 +493,7 @@ class _CheckWriter:
             and _TYPE_TESTS.get(str(kind))
             and (shape is None or kind == "object")
             and ("format" not in schema or schema["format"] in _FORMATS)
-            and ({"format", "enum"}.isdisjoint(schema) or kind == "string")
+            and ({"format", "enum", "pattern"}.isdisjoint(schema) or kind == "string")
             and (_OBJECT_KEYWORDS.isdisjoint(schema) or kind == "object")
             and ("items" not in schema or kind == "array")
             and all(isinstance(value, str) for value in schema.get("enum", ()))
@@ -509,6 +510,9 @@ class _CheckWriter:
             self._add(
                 depth, f"if {var} not in {self._name(frozenset(schema['enum']))}: return False"
             )
+        if "pattern" in schema:  # as fastjsonschema reads it: searched, any ``$`` the very end
+            pattern = re.compile(_UNESCAPED_DOLLAR.sub(r"\\Z", schema["pattern"]))
+            self._add(depth, f"if not {self._name(pattern.search)}({var}): return False")
         if shape is not None:
             self._add(depth, f"if not {var}.keys() <= {self._name(frozenset(shape))}: return None")
         for name in schema.get("required", ()):
