@@ -1,8 +1,10 @@
 """The official XDM schemas, converted to AEP notation, accept good records and reject bad ones."""
 
+import fastjsonschema
 import pytest
 
 from mixpanel_assets.xdm.schema import (
+    _FORMATS,
     empty_value_paths,
     field_schemas,
     schema_errors,
@@ -104,6 +106,33 @@ def test_value_checkers_hold_the_constraints_beyond_the_type() -> None:
     assert library is not None
     assert library("https://mixpanel.com/libraries/web") and not library("web")
     assert value_checker(("device", "model")) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("placeContext", "geo", "countryCode"),
+        ("placeContext", "geo", "stateProvince"),
+        ("implementationDetails", "name"),
+        ("web", "webPageDetails", "URL"),
+        ("environment", "type"),
+    ],
+)
+def test_value_checkers_agree_with_the_fields_whole_schema(path: tuple[str, ...]) -> None:
+    """The inline checks written for a field give fastjsonschema's verdict on its schema."""
+    nodes = field_schemas(path)
+    whole = fastjsonschema.compile(
+        {"allOf": [{key: value for key, value in node.items() if key != "$ref"} for node in nodes]},
+        formats=_FORMATS,
+    )
+    fits = value_checker(path) or (lambda value: True)
+    for value in ["US", "us", "USA", "US-CA", "", "browser", "web", "https://a.example/x", "a b$"]:
+        try:
+            whole(value)
+            expected = True
+        except fastjsonschema.JsonSchemaValueException:
+            expected = False
+        assert fits(value) is expected, (path, value)
 
 
 def test_custom_tenant_fields_join_the_schema() -> None:

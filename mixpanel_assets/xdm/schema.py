@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import fastjsonschema
 from jsonschema import Draft6Validator, FormatChecker
@@ -573,6 +573,14 @@ def value_checker(path: tuple[str, ...]) -> Callable[[Any], bool] | None:
     nodes = field_schemas(path)
     if not any(_VALUE_CONSTRAINTS & node.keys() for node in nodes):
         return None
+    if len(nodes) == 1 and "$ref" not in nodes[0]:  # most fields: inline code, same verdict
+        leaf = {
+            key: value
+            for key, value in nodes[0].items()
+            if key not in _ANNOTATIONS and not key.startswith("meta:")
+        }
+        # Without a shape the written check answers True or False, never None.
+        return cast(Callable[[Any], bool], _CheckWriter().function(leaf, None))
     leaf_schema = {
         "allOf": [{key: value for key, value in node.items() if key != "$ref"} for node in nodes]
     }
