@@ -1522,7 +1522,7 @@ class PlatformEmulator:
             if status == "success":
                 records = self._records_path(batch)
                 records.parent.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(records, ignore_errors=True)  # of a run a crash cut short
+                shutil.rmtree(records, ignore_errors=True)  # a crash came before the catalog
                 os.replace(records_temp, records)
             return _Outcome(
                 status=status,
