@@ -107,7 +107,7 @@ def _report_platform(sandbox: LocalSandbox) -> bool:
         print("PROBLEM: some events are held more than once")
         return False
     print("every event is held exactly once")
-    print(f"records (Parquet, one file per live batch): {sandbox.dataset_dir}")
+    print(f"records (Parquet, a folder of parts per live batch): {sandbox.dataset_dir}")
     return True
 
 

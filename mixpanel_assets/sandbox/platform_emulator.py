@@ -67,13 +67,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixpanel_assets.xdm.mapping import MappingSpec
+from mixpanel_assets.sandbox.batch_validation import (
+    PARALLEL_MIN_BYTES,
+    RECORD_SCHEMA,
+    ROW_CODE_ORDER,
+    ROW_ERRORS,
+    Tally,
+    part_path,
+    record_parts,
+    validate_batch,
+)
 from mixpanel_assets.xdm.schema import (
     CLASS_ID,
     FIELD_GROUP_IDS,
-    empty_value_paths,
-    record_validator,
-    schema_errors,
     tenant_field_group,
     to_aep_notation,
 )
@@ -85,7 +91,6 @@ _MAX_FORM_BYTES = 1024 * 1024  # JSON and form bodies of the non-upload calls
 _DRAIN_LIMIT = 64 * 1024 * 1024  # unread body left over: discard up to this, else close
 _CHUNK_BYTES = 1024 * 1024
 _LINE_LIMIT = 65536
-_ROW_GROUP = 50_000
 _XED_CONTENT_TYPE = "application/vnd.adobe.xed+json;version=1"
 _XED_FULL = "application/vnd.adobe.xed-full+json;version=1"
 _XED_ID = "application/vnd.adobe.xed-id+json"
@@ -105,16 +110,6 @@ _STANDARD_NAMESPACES = (
     ("Phone", 7, "Phone", "PHONE"),
 )
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_RECORD_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ("_id", "timestamp", "eventType", "batch_id", "record")]
-)
-_ROW_ERRORS = {
-    "1401": "The row is not a JSON object and cannot be read or parsed.",
-    "1555": "A required field is missing, or a field holds null or an empty value.",
-    "1550": "The row does not conform to the dataset's XDM schema.",
-}
-_REJECTED_BY_FAULT = "Rejected by a fault queued on the local platform."
-_ROW_CODE_ORDER = ("1401", "1555", "1550")
 
 
 @dataclass(frozen=True)
@@ -434,10 +429,15 @@ class PlatformEmulator:
 
     State lives under ``state_dir``: ``catalog.json`` (datasets, batches, Schema Registry
     resources, descriptors and namespaces, replaced atomically on every change),
-    ``uploads/<batch>/<file>``, accepted records in
-    ``datasets/<dataset>/<batch>.parquet`` and failed rows in ``diagnostics/<batch>.jsonl``. A
-    new emulator on the same directory sees everything but the old access tokens; run one
-    emulator per directory at a time.
+    ``uploads/<batch>/<file>``, accepted records in Parquet parts
+    ``datasets/<dataset>/<batch>/part-<n>.parquet`` (one per slice of the batch that a process
+    validated) and failed rows in ``diagnostics/<batch>.jsonl``. A new emulator on the same
+    directory sees everything but the old access tokens; run one emulator per directory at a
+    time.
+
+    A completed batch of at least ``parallel_min_bytes`` is validated by one worker process per
+    usable CPU (tests lower it to take that path with little data); a smaller one in a thread
+    of this process.
     """
 
     max_file_bytes: int = MAX_FILE_BYTES  # per-file upload limit; tests may lower it
@@ -454,6 +454,7 @@ class PlatformEmulator:
         token_lifetime_seconds: int = 86399,
         processing_seconds: float = 0.2,
         abandon_after_seconds: float = 86400.0,
+        parallel_min_bytes: int = PARALLEL_MIN_BYTES,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -466,6 +467,7 @@ class PlatformEmulator:
         self._token_lifetime = token_lifetime_seconds
         self._processing_seconds = processing_seconds
         self._abandon_after_ms = int(abandon_after_seconds * 1000)
+        self._parallel_min_bytes = parallel_min_bytes
         self._host = host
         self._port = port
         self._lock = threading.RLock()
@@ -549,7 +551,10 @@ class PlatformEmulator:
         self._namespaces: dict[str, _Namespace] = {}
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp_dir.iterdir():  # half-written files of an earlier crash
-            leftover.unlink()
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         self._load()
 
     # Lifecycle -------------------------------------------------------------------------------
@@ -637,8 +642,12 @@ class PlatformEmulator:
                 key=lambda batch: (batch.created, batch.id),
             )
             # Read under the lock: a concurrent replay deletes its predecessors' files.
-            tables = [pq.read_table(self._records_path(batch)) for batch in live]
-        return pa.concat_tables([_RECORD_SCHEMA.empty_table(), *tables]).to_pandas()
+            tables = [
+                pq.read_table(part)
+                for batch in live
+                for part in record_parts(self._records_path(batch))
+            ]
+        return pa.concat_tables([RECORD_SCHEMA.empty_table(), *tables]).to_pandas()
 
     def batch(self, batch_id: str) -> dict[str, Any]:
         """The Catalog view of one batch (the value under its id in ``GET /catalog/batches/x``)."""
@@ -1492,36 +1501,29 @@ class PlatformEmulator:
         """
         upload_dir = self._uploads_dir / batch.id
         files = sorted(path for path in upload_dir.rglob("*") if path.is_file())
-        failures: Counter[str] = Counter()
-        accepted = 0
-        now = datetime.now(UTC)
         records_temp, failed_temp = self._temp_path(), self._temp_path()
+        records_temp.mkdir()
         try:
-            with _RecordSink(records_temp, batch.id) as sink, failed_temp.open("wb") as failed_out:
-                for path in files:
-                    with path.open("rb") as source:
-                        for raw in source:
-                            line = raw.strip()
-                            if not line:
-                                continue
-                            record, failed_row = self._validate(line, now)
-                            if record is not None and rejected_rows:
-                                rejected_rows -= 1
-                                record, failed_row = None, _rejected_row(line)
-                            if record is not None:
-                                sink.add(record, line)
-                                accepted += 1
-                            elif failed_row is not None:
-                                failures[failed_row["_errors"][0]["code"]] += 1
-                                failed_out.write(orjson.dumps(failed_row) + b"\n")
-            status, errors = _verdict(batch, len(files), accepted, failures)
-            failed = sum(failures.values())
+            tally = validate_batch(
+                files,
+                records_temp,
+                failed_temp,
+                batch_id=batch.id,
+                tenant_id=self._tenant_id,
+                now=datetime.now(UTC),
+                rejected_rows=rejected_rows,
+                parallel_min_bytes=self._parallel_min_bytes,
+            )
+            status, errors = _verdict(batch, len(files), tally)
+            accepted, failed = tally.accepted, sum(tally.failures.values())
             if failed:
                 self._diagnostics_path(batch.id).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(failed_temp, self._diagnostics_path(batch.id))
             if status == "success":
-                self._records_path(batch).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(records_temp, self._records_path(batch))
+                records = self._records_path(batch)
+                records.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(records, ignore_errors=True)  # a crash came before the catalog
+                os.replace(records_temp, records)
             return _Outcome(
                 status=status,
                 metrics={
@@ -1536,45 +1538,8 @@ class PlatformEmulator:
                 errors=errors,
             )
         finally:
-            records_temp.unlink(missing_ok=True)
+            shutil.rmtree(records_temp, ignore_errors=True)
             failed_temp.unlink(missing_ok=True)
-
-    def _validate(
-        self, line: bytes, now: datetime
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """``(record, None)`` for a record AEP accepts, else ``(None, failed row)``."""
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            return None, {
-                "_corrupt_record": line.decode("utf-8", "replace"),
-                "_errors": [{"code": "1401", "message": _ROW_ERRORS["1401"]}],
-            }
-        problems = [
-            ("1555", path, "null or empty value: AEP wants the field left out")
-            for path in empty_value_paths(record)
-        ]
-        if not _schema_verdict(self._tenant_id)(record):
-            for error in schema_errors(record, self._tenant_id):
-                path, _, message = error.partition(": ")
-                code = "1555" if message.endswith("is a required property") else "1550"
-                problems.append((code, path, message))
-        timestamp = record.get("timestamp")
-        if isinstance(timestamp, str) and _is_future(timestamp, now):
-            problems.append(("1550", "timestamp", "in the future: an event must occur in the past"))
-        if not problems:
-            return record, None
-        codes = sorted({code for code, _, _ in problems}, key=_ROW_CODE_ORDER.index)
-        return None, {
-            "_corrupt_record": line.decode("utf-8", "replace"),
-            "_errors": [{"code": code, "message": _ROW_ERRORS[code]} for code in codes],
-            "_validationErrors": [
-                {"code": code, "message": message, "pointerToViolation": _pointer(path)}
-                for code, path, message in problems
-            ],
-        }
 
     def _conclude(self, batch: _Batch, outcome: _Outcome) -> None:
         """Record the outcome; a successful replay retires its predecessors and their records."""
@@ -1598,7 +1563,7 @@ class PlatformEmulator:
                 retired.append(predecessor)
         self._save()
         for predecessor in retired:
-            self._records_path(predecessor).unlink(missing_ok=True)
+            shutil.rmtree(self._records_path(predecessor), ignore_errors=True)
 
     # Storage ---------------------------------------------------------------------------------
 
@@ -1615,7 +1580,8 @@ class PlatformEmulator:
         return self._state_dir / "uploads"
 
     def _records_path(self, batch: _Batch) -> Path:
-        return self._state_dir / "datasets" / batch.dataset_id / f"{batch.id}.parquet"
+        """The folder of the batch's Parquet parts (``record_parts`` lists them in order)."""
+        return self._state_dir / "datasets" / batch.dataset_id / batch.id
 
     def _diagnostics_path(self, batch_id: str) -> Path:
         return self._state_dir / "diagnostics" / f"{batch_id}.jsonl"
@@ -1641,6 +1607,11 @@ class PlatformEmulator:
         for dataset in self._datasets.values():
             if not dataset.schema_id:  # written before datasets had schemas
                 dataset.schema_id = self._built_in_schema_id()
+        for batch in self._batches.values():  # one Parquet file, before records became parts
+            single = self._records_path(batch).with_name(f"{batch.id}.parquet")
+            if single.exists():
+                self._records_path(batch).mkdir(exist_ok=True)
+                os.replace(single, part_path(self._records_path(batch), 0))
 
     def _save(self) -> None:
         """Write the catalog to a temporary file and rename it over the old one (atomic)."""
@@ -1656,46 +1627,9 @@ class PlatformEmulator:
         os.replace(temp, self._catalog_path)
 
 
-class _RecordSink:
-    """Accepted records into one Parquet file, a row group at a time, so any batch size fits."""
-
-    def __init__(self, path: Path, batch_id: str) -> None:
-        self._writer = pq.ParquetWriter(path, _RECORD_SCHEMA)
-        self._batch_id = batch_id
-        self._rows: dict[str, list[str | None]] = {name: [] for name in _RECORD_SCHEMA.names}
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._flush()
-        self._writer.close()
-
-    def add(self, record: dict[str, Any], line: bytes) -> None:
-        event_type = record.get("eventType")
-        self._rows["_id"].append(record["_id"])
-        self._rows["timestamp"].append(record["timestamp"])
-        self._rows["eventType"].append(event_type if isinstance(event_type, str) else None)
-        self._rows["batch_id"].append(self._batch_id)
-        self._rows["record"].append(line.decode("utf-8"))
-        if len(self._rows["_id"]) >= _ROW_GROUP:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._rows["_id"]:
-            self._writer.write_table(pa.table(self._rows, schema=_RECORD_SCHEMA))
-            self._rows = {name: [] for name in _RECORD_SCHEMA.names}
-
-
-def _verdict(
-    batch: _Batch, file_count: int, accepted: int, failures: Counter[str]
-) -> tuple[str, list[dict[str, Any]]]:
+def _verdict(batch: _Batch, file_count: int, tally: Tally) -> tuple[str, list[dict[str, Any]]]:
     """The batch's status and Catalog ``errors`` from its row counts and partial threshold."""
+    accepted, failures = tally.accepted, tally.failures
     failed = sum(failures.values())
     if accepted + failed == 0:
         description = (
@@ -1722,22 +1656,12 @@ def _verdict(
     return status, [
         {"code": "INGEST-1212-400", "description": summary, "recordCount": failed},
         *(
-            {"code": f"INGEST-{code}-400", "description": _ROW_ERRORS[code], "recordCount": count}
+            {"code": f"INGEST-{code}-400", "description": ROW_ERRORS[code], "recordCount": count}
             for code, count in sorted(
-                failures.items(), key=lambda item: _ROW_CODE_ORDER.index(item[0])
+                failures.items(), key=lambda item: ROW_CODE_ORDER.index(item[0])
             )
         ),
     ]
-
-
-def _rejected_row(line: bytes) -> dict[str, Any]:
-    return {
-        "_corrupt_record": line.decode("utf-8", "replace"),
-        "_errors": [{"code": "1550", "message": _ROW_ERRORS["1550"]}],
-        "_validationErrors": [
-            {"code": "1550", "message": _REJECTED_BY_FAULT, "pointerToViolation": "#"}
-        ],
-    }
 
 
 def _whole_number(text: str, name: str, lowest: int, highest: int | None) -> int:
@@ -1906,27 +1830,6 @@ def _safe_relative_path(file_path: str) -> Path:
     if any(part in ("", ".", "..") or "\\" in part or "\x00" in part for part in parts):
         raise _problem(400, f"File path {file_path!r} is not a relative path of plain names.")
     return Path(*parts)
-
-
-@cache
-def _schema_verdict(tenant_id: str) -> Callable[[Any], bool]:
-    """The dataset schema's verdict on a record; fastest on the fields the default mapping
-    writes (only a hint for speed: every record gets the whole schema's verdict)."""
-    paths = MappingSpec(project_id="local", tenant_id=tenant_id).compiled.record_paths
-    return record_validator(tenant_id, (), paths)
-
-
-def _is_future(timestamp: str, now: datetime) -> bool:
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return False  # schema_errors reports the malformed value
-    return moment.tzinfo is not None and moment > now
-
-
-def _pointer(path: str) -> str:
-    """A validator path (``a/b/0`` or ``(record)``) as AEP's ``pointerToViolation``."""
-    return "#" if path == "(record)" else f"#/{path}"
 
 
 def _new_batch_id() -> str:

@@ -565,10 +565,14 @@ def test_state_survives_a_restart_on_the_same_directory(tmp_path: Path) -> None:
         assert after.catalog(batch["id"]) == batch
         assert list(second.dataset_records(dataset_id)["_id"]) == ["a1", "a2"]
         replay = {"predecessors": [f"${batch['id']}"], "reason": "replace"}
-        after.ingest(dataset_id, jsonl(event("a1"), event("a2")), replay=replay)
+        successor = after.ingest(dataset_id, jsonl(event("a1"), event("a2")), replay=replay)
         assert sorted(second.dataset_records(dataset_id)["_id"]) == ["a1", "a2"]
     assert (state_dir / "catalog.json").is_file()
-    assert list((state_dir / "datasets" / dataset_id).glob("*.parquet"))
+    # The replaced batch's records are gone; the replay's are one folder of Parquet parts.
+    parts = (state_dir / "datasets" / dataset_id).glob("*/*.parquet")
+    assert [part.relative_to(part.parents[1]).as_posix() for part in parts] == [
+        f"{successor['id']}/part-00000.parquet"
+    ]
 
 
 def test_a_batch_completed_before_a_stop_is_processed_after_the_restart(tmp_path: Path) -> None:
@@ -859,3 +863,109 @@ def test_a_fault_after_handling_loses_only_the_answer(
     assert answer.status_code == 502
     (made,) = emulator.batches(dataset_id)
     assert made["status"] == "loading"
+
+
+def _big_batch_files() -> dict[str, bytes]:
+    """Three files of valid and invalid rows, blank lines, CRLF endings and one line longer than
+    a slice: enough bytes for many slices once the parallel threshold is lowered."""
+    first = b"".join(
+        orjson.dumps(event(f"a{index}")) + (b"\r\n" if index % 7 else b"\n\n")
+        for index in range(60)
+    )
+    second = b"\n".join(INVALID_LINES[:3]) + b"\n"
+    second += jsonl(event("long", _localsandbox={"mixpanel": {"eventName": "x" * 5000}}))
+    second += jsonl(*(event(f"b{index}") for index in range(40)))
+    third = jsonl(*(event(f"c{index}") for index in range(30))) + b"\n".join(INVALID_LINES[3:])
+    return {"day/part-0.json": first, "day/part-1.json": second, "day/part-2.json": third}
+
+
+def _ingest_files(
+    emulator: PlatformEmulator, state_dir: Path, files: dict[str, bytes], **fields: Any
+) -> dict[str, Any]:
+    """One batch of ``files`` through the emulator on ``state_dir``: what became of it."""
+    platform = Platform(emulator)
+    dataset_id = emulator.create_dataset("mixpanel_events")
+    batch_id = platform.create_batch(dataset_id, **fields)
+    for name, data in files.items():
+        assert platform.put_file(batch_id, dataset_id, name, data).status_code == 201
+    assert platform.action(batch_id, "COMPLETE").status_code == 200
+    batch = platform.wait(batch_id)
+    return {
+        "batch": batch,
+        "records": emulator.dataset_records(dataset_id),
+        "failed_rows": platform.failed_rows(batch_id),
+        "parts": list((state_dir / "datasets" / dataset_id / batch_id).iterdir()),
+    }
+
+
+def test_a_big_batch_is_validated_by_worker_processes_as_one_pass_would(tmp_path: Path) -> None:
+    files = _big_batch_files()
+    fields = {"enableErrorDiagnostics": True, "partialIngestionPercent": 10}
+    with PlatformEmulator(tmp_path / "serial", processing_seconds=0.02) as serial:
+        one_pass = _ingest_files(serial, tmp_path / "serial", files, **fields)
+    # Slices of 2,000 bytes: about ten per file, and the long line alone in one.
+    with PlatformEmulator(
+        tmp_path / "parallel", processing_seconds=0.02, parallel_min_bytes=8000
+    ) as parallel:
+        workers = _ingest_files(parallel, tmp_path / "parallel", files, **fields)
+
+    assert len(one_pass["parts"]) == 1
+    assert len(workers["parts"]) > 10
+    batch = workers["batch"]
+    assert (batch["status"], batch["recordCount"], batch["failedRecordCount"]) == (
+        "success",
+        131,
+        6,
+    )
+    for key in ("status", "recordCount", "failedRecordCount", "metrics", "errors"):
+        assert batch[key] == one_pass["batch"][key], key
+    assert [error["code"] for error in batch["errors"]] == [
+        "INGEST-1212-400",
+        "INGEST-1401-400",
+        "INGEST-1555-400",
+        "INGEST-1550-400",
+    ]
+    records, expected = workers["records"], one_pass["records"]
+    assert list(records["_id"][:3]) == ["a0", "a1", "a2"]
+    assert records["_id"].iloc[-1] == "c29"
+    assert set(records["batch_id"]) == {batch["id"]}
+    assert records.drop(columns="batch_id").equals(expected.drop(columns="batch_id"))
+    assert workers["failed_rows"] == one_pass["failed_rows"]
+    assert [row["_corrupt_record"].encode() for row in workers["failed_rows"]] == INVALID_LINES
+
+
+def test_a_queued_row_rejection_takes_the_first_valid_rows_of_a_big_batch(
+    tmp_path: Path,
+) -> None:
+    with PlatformEmulator(
+        tmp_path / "aep", processing_seconds=0.02, parallel_min_bytes=8000
+    ) as emulator:
+        emulator.reject_rows_of_next_batch(3)
+        ingested = _ingest_files(
+            emulator, tmp_path / "aep", _big_batch_files(), partialIngestionPercent=10
+        )
+
+    assert ingested["batch"]["failedRecordCount"] == 9
+    rejected, invalid = ingested["failed_rows"][:3], ingested["failed_rows"][3:]
+    assert [orjson.loads(row["_corrupt_record"])["_id"] for row in rejected] == ["a0", "a1", "a2"]
+    assert all("fault" in row["_validationErrors"][0]["message"] for row in rejected)
+    assert [row["_corrupt_record"].encode() for row in invalid] == INVALID_LINES
+    assert list(ingested["records"]["_id"][:2]) == ["a3", "a4"]
+    assert len(ingested["records"]) == 128
+
+
+def test_records_stored_as_one_file_per_batch_are_read_after_an_upgrade(tmp_path: Path) -> None:
+    with PlatformEmulator(tmp_path, processing_seconds=0.02) as before:
+        dataset_id = before.create_dataset("events")
+        batch = Platform(before).ingest(dataset_id, jsonl(event("a1"), event("a2")))
+    # The layout of emulators before a batch's records became a folder of parts.
+    folder = tmp_path / "datasets" / dataset_id / batch["id"]
+    (folder / "part-00000.parquet").rename(folder.with_name(f"{batch['id']}.parquet"))
+    folder.rmdir()
+
+    with PlatformEmulator(tmp_path, processing_seconds=0.02) as after:
+        assert list(after.dataset_records(dataset_id)["_id"]) == ["a1", "a2"]
+        replay = {"predecessors": [f"${batch['id']}"], "reason": "replace"}
+        Platform(after).ingest(dataset_id, jsonl(event("a3")), replay=replay)
+        assert list(after.dataset_records(dataset_id)["_id"]) == ["a3"]
+    assert not folder.exists()
