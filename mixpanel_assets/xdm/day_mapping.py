@@ -90,6 +90,10 @@ class SeenKeys:
             # One call's new items, so a join finds the ones seen before without a query each.
             "CREATE TEMP TABLE arriving (key BLOB PRIMARY KEY, tag BLOB) WITHOUT ROWID;"
         )
+        # One transaction for the file's life, never committed: the file is scratch (its folder
+        # goes after the run), and a commit per chunk would write out every page the chunk
+        # touched, about one per key.
+        self._connection.execute("BEGIN")
 
     def add(self, key: bytes, tag: bytes = b"") -> bytes | None:
         """Record ``key`` with ``tag``; None when it is new, else the tag it first came with."""
@@ -109,16 +113,14 @@ class SeenKeys:
         """
         # Each key's first tag in this call, then the tag it came with before, if it did.
         firsts = dict(zip(reversed(keys), reversed(tags), strict=True))
-        with self._connection:  # one transaction: a commit per row would triple the cost
-            self._connection.execute("BEGIN")
-            self._connection.execute("DELETE FROM arriving")
-            self._connection.executemany("INSERT INTO arriving VALUES (?, ?)", firsts.items())
-            firsts.update(
-                self._connection.execute(
-                    "SELECT arriving.key, seen.tag FROM arriving JOIN seen USING (key)"
-                )
+        self._connection.execute("DELETE FROM arriving")
+        self._connection.executemany("INSERT INTO arriving VALUES (?, ?)", firsts.items())
+        firsts.update(
+            self._connection.execute(
+                "SELECT arriving.key, seen.tag FROM arriving JOIN seen USING (key)"
             )
-            self._connection.execute("INSERT OR IGNORE INTO seen SELECT key, tag FROM arriving")
+        )
+        self._connection.execute("INSERT OR IGNORE INTO seen SELECT key, tag FROM arriving")
         return [
             None if (first := firsts[key]) == tag else first
             for key, tag in zip(keys, tags, strict=True)
