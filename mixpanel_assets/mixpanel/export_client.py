@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import random
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 import requests
 import urllib3
+from isal import isal_zlib
 
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
 
@@ -201,10 +201,11 @@ class _DaySplitter:
 
 
 class _GzipStreamReader:
-    """Decompresses gzip members one after another, noticing a stream cut short."""
+    """Decompresses gzip members one after another (through ISA-L, about twice zlib's speed),
+    noticing a stream cut short."""
 
     def __init__(self) -> None:
-        self._decompressor = zlib.decompressobj(wbits=31)
+        self._decompressor = isal_zlib.decompressobj(wbits=31)
 
     def feed(self, data: bytes) -> bytes:
         out = []
@@ -212,7 +213,7 @@ class _GzipStreamReader:
             out.append(self._decompressor.decompress(data))
             data = self._decompressor.unused_data
             if data:
-                self._decompressor = zlib.decompressobj(wbits=31)
+                self._decompressor = isal_zlib.decompressobj(wbits=31)
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -281,7 +282,11 @@ class MixpanelExportClient:
             except IncompleteExportError as problem:
                 last_problem = str(problem)
                 retry_after = None
-            except (requests.RequestException, urllib3.exceptions.HTTPError, zlib.error) as problem:
+            except (
+                requests.RequestException,
+                urllib3.exceptions.HTTPError,
+                isal_zlib.error,
+            ) as problem:
                 last_problem = f"{type(problem).__name__}: {problem}"
                 retry_after = None
             except _RetryableStatus as status:
