@@ -9,11 +9,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mixpanel_assets.xdm.mapping import MappingSpec
-from mixpanel_assets.xdm.schema import _compiled_validator, field_schemas, record_validator
+from mixpanel_assets.xdm.schema import (
+    _compiled_validator,
+    empty_value_paths,
+    field_schemas,
+    record_acceptor,
+    record_validator,
+)
 
 TENANT = "acme"
 MAPPING = MappingSpec(project_id="1", tenant_id=TENANT).compiled
 FULL = _compiled_validator(TENANT, MAPPING.custom_tenant_fields)
+ACCEPTS = record_acceptor(TENANT, MAPPING.custom_tenant_fields, MAPPING.record_paths)
 
 scalars = st.one_of(
     st.none(),
@@ -144,6 +151,32 @@ def test_the_fast_validator_agrees_with_the_whole_schema(record: dict[str, Any])
     assert verdict == _whole_schema_verdict(theirs)
     if verdict:
         assert ours == theirs  # the same defaults written (producedBy)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records())
+def test_the_one_pass_acceptor_never_accepts_what_aep_would_reject(record: dict[str, Any]) -> None:
+    ours, theirs = copy.deepcopy(record), copy.deepcopy(record)
+    accepted = ACCEPTS(ours)
+    good = not empty_value_paths(theirs) and _whole_schema_verdict(theirs)
+    assert not accepted or good
+    if accepted:
+        assert ours == theirs  # the same defaults written (producedBy)
+    if good and MAPPING.record_paths >= _leaf_paths(record):
+        assert accepted, "a good record on the mapping's paths takes the one pass"
+
+
+def _leaf_paths(record: dict[str, Any], parents: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The fields of ``record`` as the mapping names them (its tenant object and identityMap
+    whole)."""
+    paths: set[tuple[str, ...]] = set()
+    for name, value in record.items():
+        path = (*parents, name)
+        if isinstance(value, dict) and path not in MAPPING.record_paths:
+            paths |= _leaf_paths(value, path) or {path}
+        else:
+            paths.add(path)
+    return paths
 
 
 def test_a_mapped_record_takes_the_generated_check_and_gets_the_schema_default() -> None:

@@ -275,11 +275,7 @@ def record_validator(
 
     if not paths:
         return valid_in_full
-    shape = _shape(paths)
-    schema = experience_event_schema(tenant_id, custom_fields)
-    check = _CheckWriter().function(
-        _cut_schema(schema, _official_registry().resolver(), shape), shape
-    )
+    check, shape = _generated_check(tenant_id, custom_fields, paths)
 
     def valid(record: Any) -> bool:
         verdict = check(record)
@@ -289,6 +285,34 @@ def record_validator(
         return verdict
 
     return valid
+
+
+@cache
+def record_acceptor(
+    tenant_id: str, custom_fields: tuple[CustomField, ...], paths: FieldPaths
+) -> Callable[[Any], bool]:
+    """In one pass, True for a record on ``paths`` that holds no null or empty value and that
+    the schema accepts (its defaults written, as ``record_validator`` writes them).
+
+    False is no verdict: the record may still be good, and the caller looks closer with
+    ``empty_value_paths`` and ``record_validator``. Most records of a mapped day take one pass.
+    """
+    check, _ = _generated_check(tenant_id, custom_fields, paths, reject_empty_values=True)
+    return lambda record: check(record) is True
+
+
+def _generated_check(
+    tenant_id: str,
+    custom_fields: tuple[CustomField, ...],
+    paths: FieldPaths,
+    *,
+    reject_empty_values: bool = False,
+) -> tuple[Callable[[Any], bool | None], _Shape]:
+    """The check written for ``paths``, and their shape with the fields defaults add."""
+    shape = _shape(paths)
+    schema = experience_event_schema(tenant_id, custom_fields)
+    cut = _cut_schema(schema, _official_registry().resolver(), shape)  # adds to ``shape``
+    return _CheckWriter(reject_empty_values=reject_empty_values).function(cut, shape), shape
 
 
 def _shape(paths: FieldPaths) -> _Shape:
@@ -463,13 +487,15 @@ class _CheckWriter:
     shape. Where the shape goes, an object's fields must all be on it, or the answer is None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, reject_empty_values: bool = False) -> None:
+        self._reject_empty_values = reject_empty_values
         self._lines = ["def check(record):"]
         self._names: dict[str, Any] = {
             "MISSING": _MISSING,
             "Invalid": fastjsonschema.JsonSchemaValueException,
             "Decimal": Decimal,
             "within": _within,
+            "has_empty_value": _has_empty_value,
         }
 
     def function(self, schema: dict[str, Any], shape: _Shape) -> Callable[[Any], bool | None]:
@@ -503,6 +529,8 @@ class _CheckWriter:
             self._handed_over(schema, shape, var, depth)
             return
         self._add(depth, f"if not ({_TYPE_TESTS[kind].format(var)}): return False")
+        if self._reject_empty_values and kind in ("string", "object", "array"):
+            self._add(depth, f"if not {var}: return False")
         if "format" in schema:
             test = self._name(_FORMATS[schema["format"]])
             self._add(depth, f"if not {test}({var}): return False")
@@ -525,6 +553,15 @@ class _CheckWriter:
             self._node(child, None if shape is None else shape[name], child_var, depth + 1)
             if "default" in child:  # as fastjsonschema does, a fresh value each time
                 self._add(depth, f"else: {var}[{name!r}] = {child['default']!r}")
+        open_object = kind == "object" and "additionalProperties" not in schema
+        if self._reject_empty_values and open_object and shape is None:  # names off the schema
+            key, value = f"k{len(self._lines)}", f"v{len(self._lines)}"
+            self._add(depth, f"for {key}, {value} in {var}.items():")
+            self._add(
+                depth + 1,
+                f"if {key} not in {self._name(frozenset(properties))} "
+                f"and has_empty_value({value}): return False",
+            )
         if "additionalProperties" in schema:
             key, value = f"k{len(self._lines)}", f"v{len(self._lines)}"
             self._add(depth, f"for {key}, {value} in {var}.items():")
@@ -544,6 +581,8 @@ class _CheckWriter:
     ) -> None:
         if shape is not None:
             self._add(depth, f"if not within({var}, {self._name(shape)}): return None")
+        if self._reject_empty_values:
+            self._add(depth, f"if has_empty_value({var}): return False")
         validate = self._name(fastjsonschema.compile(schema, formats=_FORMATS))
         self._add(depth, "try:")
         self._add(depth + 1, f"{validate}({var})")
