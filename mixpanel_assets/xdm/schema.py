@@ -483,8 +483,9 @@ class _CheckWriter:
     tests with fastjsonschema's own semantics (its draft-6 type tests; ``format``, ``enum`` and
     ``pattern`` only on strings; ``additionalProperties`` a schema or false; ``items`` one
     schema; a missing field's ``default`` written into the record); any other node is checked by
-    fastjsonschema, compiled for it alone, once its fields are found on the
-    shape. Where the shape goes, an object's fields must all be on it, or the answer is None.
+    fastjsonschema, compiled for it alone, once its fields are found on the shape. Where the
+    shape goes, an object's fields must all be on it, or the answer is None. With
+    ``reject_empty_values``, a null or empty value anywhere in the record also answers False.
     """
 
     def __init__(self, *, reject_empty_values: bool = False) -> None:
@@ -498,7 +499,9 @@ class _CheckWriter:
             "has_empty_value": _has_empty_value,
         }
 
-    def function(self, schema: dict[str, Any], shape: _Shape) -> Callable[[Any], bool | None]:
+    def function(
+        self, schema: dict[str, Any], shape: _Shape | None
+    ) -> Callable[[Any], bool | None]:
         self._node(schema, shape, "record", 1)
         self._lines.append("    return True")
         exec("\n".join(self._lines), self._names)  # source built here from the schema alone
