@@ -5,7 +5,7 @@ The mapper never raises."""
 
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mixpanel_assets.xdm.day_mapping import MappedEvent, map_line
-from mixpanel_assets.xdm.mapping import MappingSpec, event_id
+from mixpanel_assets.xdm.mapping import MappingSpec, event_id, to_xdm
 from mixpanel_assets.xdm.schema import empty_value_paths, xdm_validator
 from mixpanel_assets.xdm.spec import TENANT_OBJECT, default_rules
 
@@ -169,3 +169,12 @@ def test_the_id_survives_a_re_export_with_another_distinct_id(
     properties["time"] = NOW - 86400
     re_exported = dict(reversed(list({**properties, "distinct_id": merged_distinct_id}.items())))
     assert event_id(SPEC, name, properties) == event_id(SPEC, name, re_exported)
+
+
+@SETTINGS
+@given(st.integers(min_value=1, max_value=NOW) | st.floats(min_value=1e-3, max_value=NOW))
+def test_the_timestamp_is_the_events_instant_in_rfc3339(seconds: float) -> None:
+    properties = {"time": seconds, "distinct_id": "u1", "$insert_id": "i1"}
+    record = to_xdm("Page View", properties, SPEC)
+    instant = datetime.fromtimestamp(seconds, UTC)
+    assert record["timestamp"] == instant.isoformat(timespec="milliseconds")[:-6] + "Z"

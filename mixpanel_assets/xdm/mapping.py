@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
@@ -118,6 +118,8 @@ _DEVICE_PREFIX = "$device:"
 FUTURE_TOLERANCE_SECONDS = 300
 _EMPTY_CONTAINERS = (str, list, dict)
 DEDUP_KEY_BYTES = 16
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_YEAR_10000 = 253_402_300_800  # epoch seconds at 10000-01-01, past datetime's range
 
 
 def parse_event(line: bytes) -> tuple[str, dict[str, Any]]:
@@ -240,11 +242,11 @@ def _utc_seconds(raw_time: int | float, mapping: CompiledMapping) -> float:
 
 def _rfc3339(seconds: float) -> str:
     """``2025-05-01T11:12:50.123Z``: RFC 3339 UTC with milliseconds, as AEP wants."""
-    # Most events come in whole seconds, many to a second: those are formatted once.
-    return _whole_second_rfc3339(int(seconds)) if seconds.is_integer() else _format_rfc3339(seconds)
-
-
-def _format_rfc3339(seconds: float) -> str:
+    if seconds.is_integer() and 0 <= seconds < _YEAR_10000:  # most events: by arithmetic
+        days, second = divmod(int(seconds), 86400)
+        hour, second = divmod(second, 3600)
+        minute, second = divmod(second, 60)
+        return f"{_utc_date(days)}T{hour:02d}:{minute:02d}:{second:02d}.000Z"
     try:
         instant = datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
@@ -252,7 +254,9 @@ def _format_rfc3339(seconds: float) -> str:
     return instant.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-_whole_second_rfc3339 = lru_cache(maxsize=4096)(_format_rfc3339)
+@lru_cache(maxsize=64)  # a day's events fall on a handful of dates
+def _utc_date(days_since_epoch: int) -> str:
+    return date.fromordinal(_EPOCH_ORDINAL + days_since_epoch).isoformat()
 
 
 def _event_id(project_id: str, name: str, raw_time: int | float, properties: dict) -> str:
