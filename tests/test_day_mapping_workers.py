@@ -1,5 +1,4 @@
-"""A day mapped by worker processes gives the same files and counts as one mapped in-process;
-the batched ``_id`` bookkeeping answers as one insert per line would."""
+"""A day mapped by worker processes gives the same files and counts as one mapped in-process."""
 
 import gzip
 import time
@@ -7,11 +6,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from mixpanel_assets.settings import ConfigError
-from mixpanel_assets.xdm.day_mapping import DayMappingStats, SeenKeys, map_day
+from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
 from mixpanel_assets.xdm.mapping import MappingSpec
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
@@ -71,27 +68,6 @@ def test_workers_write_the_same_files_and_counts_as_one_process(tmp_path: Path) 
     assert [entry["line_number"] for entry in collisions] == [3263, 3965, 4668, 5369]
     assert collisions[0]["reasons"][0].startswith("_id collision: line 253 has the same _id")
     assert orjson.loads(collisions[0]["line"])["properties"]["distinct_id"] == "someone else"
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 12), max_size=30), max_size=4))
-def test_adding_keys_in_batches_answers_as_adding_them_one_by_one(
-    tmp_path_factory, batches: list[list[int]]
-) -> None:
-    folder = tmp_path_factory.mktemp("seen")
-    one_by_one, batched = SeenKeys(folder / "a.sqlite"), SeenKeys(folder / "b.sqlite")
-    line = 0
-    try:
-        for batch in batches:
-            items = []
-            for key in batch:
-                line += 1
-                items.append((bytes([key]), line.to_bytes(8, "big")))
-            expected = [one_by_one.add(key, tag) for key, tag in items]
-            assert batched.add_all([key for key, _ in items], [tag for _, tag in items]) == expected
-    finally:
-        one_by_one.close()
-        batched.close()
 
 
 def test_a_negative_worker_count_names_its_variable() -> None:

@@ -1,7 +1,7 @@
 """One day of raw export lines -> XDM records, duplicates dropped, the rest quarantined.
 
 Streams from the raw gzip file to two gzip JSON-lines files, so memory stays flat however big
-the day is; the ``_id``s already written live in a small SQLite file for the same reason.
+the day is; the ``_id``s already written live mostly on disk (``seen_keys``) for the same reason.
 Every raw line ends up in exactly one place: a record, a dropped duplicate, or a quarantined line
 with its reasons, which is what the reconciliation check counts on.
 
@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import base64
 import gc
+import hashlib
 import math
 import multiprocessing
 import os
-import sqlite3
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from isal import igzip
@@ -37,6 +37,9 @@ from mixpanel_assets.xdm.mapping import (
     parse_event,
 )
 from mixpanel_assets.xdm.schema import CustomField, empty_value_paths, schema_errors
+
+if TYPE_CHECKING:
+    from mixpanel_assets.xdm.seen_keys import SeenKeys
 
 _COMPRESS_LEVEL = 1
 # Processing lags are counted in whole minutes, clamped to two days either way: enough to see a
@@ -76,58 +79,6 @@ class DayMappingStats:
                 summary["median_minutes"] = minutes
                 break
         return summary
-
-
-class SeenKeys:
-    """A set of keys on disk, each with a tag: a day may hold tens of millions of events."""
-
-    def __init__(self, path: Path) -> None:
-        self._connection = sqlite3.connect(path, isolation_level=None)
-        self._connection.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-32000;"
-            "PRAGMA temp_store=MEMORY;"
-            "CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY, tag BLOB) WITHOUT ROWID;"
-            # One call's new items, so a join finds the ones seen before without a query each.
-            "CREATE TEMP TABLE arriving (key BLOB PRIMARY KEY, tag BLOB) WITHOUT ROWID;"
-        )
-        # One transaction for the file's life, never committed: the file is scratch (its folder
-        # goes after the run), and a commit per chunk would write out every page the chunk
-        # touched, about one per key.
-        self._connection.execute("BEGIN")
-
-    def add(self, key: bytes, tag: bytes = b"") -> bytes | None:
-        """Record ``key`` with ``tag``; None when it is new, else the tag it first came with."""
-        cursor = self._connection.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, tag))
-        if cursor.rowcount == 1:
-            return None
-        (first_tag,) = self._connection.execute(
-            "SELECT tag FROM seen WHERE key = ?", (key,)
-        ).fetchone()
-        return first_tag
-
-    def add_all(self, keys: list[bytes], tags: list[bytes]) -> list[bytes | None]:
-        """``add`` of every (key, tag) in order, in a few statements instead of one each.
-
-        Tags must differ from one another (a line number in them does it): an item whose key
-        is stored with another tag, by this call or an earlier one, came after the first.
-        """
-        # Each key's first tag in this call, then the tag it came with before, if it did.
-        firsts = dict(zip(reversed(keys), reversed(tags), strict=True))
-        self._connection.execute("DELETE FROM arriving")
-        self._connection.executemany("INSERT INTO arriving VALUES (?, ?)", firsts.items())
-        firsts.update(
-            self._connection.execute(
-                "SELECT arriving.key, seen.tag FROM arriving JOIN seen USING (key)"
-            )
-        )
-        self._connection.execute("INSERT OR IGNORE INTO seen SELECT key, tag FROM arriving")
-        return [
-            None if (first := firsts[key]) == tag else first
-            for key, tag in zip(keys, tags, strict=True)
-        ]
-
-    def close(self) -> None:
-        self._connection.close()
 
 
 class MappedEvent(NamedTuple):
@@ -218,8 +169,11 @@ def map_day(
     if workers is None:
         big = raw_path.stat().st_size >= PARALLEL_MIN_RAW_BYTES
         workers = usable_cpus() if big else 1
+    # Imported here: worker processes import this module, and need neither it nor numpy.
+    from mixpanel_assets.xdm.seen_keys import SeenKeys
+
     stats = DayMappingStats()
-    seen = SeenKeys(work_dir / "seen-ids.sqlite")
+    seen = SeenKeys(work_dir / "seen-ids", tag_bytes=DEDUP_KEY_BYTES + _LINE_NUMBER_BYTES)
     try:
         with (
             igzip.open(raw_path, "rb") as raw,
@@ -394,7 +348,9 @@ def duplicate_event_ids(
 
     A record without an ``_id`` is not counted here: required_xdm_fields reports it.
     """
-    seen = SeenKeys(work_dir / "check-ids.sqlite")
+    from mixpanel_assets.xdm.seen_keys import KEY_BYTES, SeenKeys
+
+    seen = SeenKeys(work_dir / "check-ids", tag_bytes=0)
     records = duplicates = 0
     examples: list[str] = []
     try:
@@ -402,7 +358,12 @@ def duplicate_event_ids(
             for records, line in enumerate(lines, start=1):
                 document = orjson.loads(line)
                 identifier = document.get("_id") if isinstance(document, dict) else None
-                if isinstance(identifier, str) and seen.add(identifier.encode()) is not None:
+                if not isinstance(identifier, str):
+                    continue
+                # A 256-bit digest stands for the _id: equal _ids give equal digests, and two
+                # different ones colliding is as unlikely as for the SHA-256 _ids themselves.
+                digest = hashlib.blake2b(identifier.encode(), digest_size=KEY_BYTES).digest()
+                if seen.add(digest, b"") is not None:
                     duplicates += 1
                     if len(examples) < examples_shown:
                         examples.append(f"record {records}: _id {identifier!r} came before")
