@@ -122,7 +122,7 @@ class _ChunkOutcome(NamedTuple):
     """What a worker sends back for one chunk: a few flat lists, cheap to pickle.
 
     The lists of mapped lines are in line order; ``quarantined`` holds the index (among the
-    chunk's non-empty lines) and reasons of each line that could not be mapped.
+    chunk's non-empty lines), the line and the reasons of each line that could not be mapped.
     """
 
     lines: int
@@ -131,7 +131,7 @@ class _ChunkOutcome(NamedTuple):
     records: list[bytes]  # JSON lines
     event_types: list[str]
     lag_minutes: list[int | None]  # processing lag, None for imported events
-    quarantined: list[tuple[int, list[str]]]
+    quarantined: list[tuple[int, bytes, list[str]]]
 
 
 def usable_cpus() -> int:
@@ -257,7 +257,7 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
     for index, line in enumerate(filter(None, chunk.split(b"\n"))):
         mapped = map_line(line, spec)
         if isinstance(mapped, list):
-            outcome.quarantined.append((index, mapped))
+            outcome.quarantined.append((index, line, mapped))
             continue
         record = mapped.record
         lag = mapped.processing_lag_seconds
@@ -288,9 +288,12 @@ def _place(
     """
     first_number = stats.raw_lines + 1
     numbers = range(first_number, first_number + outcome.lines)
-    reasons_by_number = {first_number + index: reasons for index, reasons in outcome.quarantined}
-    if reasons_by_number:
-        numbers = [number for number in numbers if number not in reasons_by_number]
+    # Each quarantined line's number -> (the line, or None if only the chunk has it; reasons).
+    quarantined: dict[int, tuple[bytes | None, list[str]]] = {
+        first_number + index: (line, reasons) for index, line, reasons in outcome.quarantined
+    }
+    if quarantined:
+        numbers = [number for number in numbers if number not in quarantined]
     event_ids = _pieces(outcome.event_ids, _EVENT_ID_BYTES)
     dedup_keys = _pieces(outcome.dedup_keys, DEDUP_KEY_BYTES)
     tags = [
@@ -309,12 +312,15 @@ def _place(
         if first[: len(key)] == key:
             stats.duplicates_dropped += 1
             continue
-        reasons_by_number[numbers[index]] = [
-            f"_id collision: line {int.from_bytes(first[len(key) :], 'big')} has the same "
-            "_id (same event, time and $insert_id, or without one the same properties) but "
-            "another distinct_id, so it is a different event by Mixpanel's dedup key; AEP "
-            "keeps one record per _id"
-        ]
+        quarantined[numbers[index]] = (
+            None,
+            [
+                f"_id collision: line {int.from_bytes(first[len(key) :], 'big')} has the same "
+                "_id (same event, time and $insert_id, or without one the same properties) but "
+                "another distinct_id, so it is a different event by Mixpanel's dedup key; AEP "
+                "keeps one record per _id"
+            ],
+        )
     if repeats:
         dropped = set(repeats)
         records = [record for index, record in enumerate(outcome.records) if index not in dropped]
@@ -326,19 +332,23 @@ def _place(
     stats.processing_lag_minutes.update(+lags)
     stats.raw_lines += outcome.lines
     events.write(b"".join(records))
-    if reasons_by_number:
-        lines = [line for line in chunk.split(b"\n") if line]
+    if quarantined:
+        lines: list[bytes] = []  # the chunk's lines, split only for an _id collision (rare)
         entries = []
-        for number in sorted(reasons_by_number):
-            reasons = reasons_by_number[number]
+        for number in sorted(quarantined):
+            line, reasons = quarantined[number]
+            if line is None:
+                lines = lines or [piece for piece in chunk.split(b"\n") if piece]
+                line = lines[number - first_number]
             stats.quarantined += 1
             stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
-            entries.append(_quarantine_entry(number, lines[number - first_number], reasons))
+            entries.append(_quarantine_entry(number, line, reasons))
         quarantine.write(b"\n".join(entries) + b"\n")
 
 
 def _pieces(joined: bytearray, size: int) -> list[bytes]:
-    return [bytes(joined[start : start + size]) for start in range(0, len(joined), size)]
+    whole = bytes(joined)  # slices of bytes are bytes: one copy each, not two
+    return [whole[start : start + size] for start in range(0, len(whole), size)]
 
 
 def duplicate_event_ids(

@@ -26,8 +26,10 @@ _INDEX_EVERY = 64
 # One filter for every run: 2^27 bits (16 MiB), so a few false alarms in a million at 5M keys.
 _FILTER_BITS = 1 << 27
 # Each run's own filter, 2^20 bits (128 KiB, 16 per key), says which run to read once the big
-# one fires.
+# one fires. They are kept _RUNS_PER_BLOCK to an array: tested a block at a time, and added to
+# without copying the others.
 _RUN_FILTER_BITS = 1 << 20
+_RUNS_PER_BLOCK = 16
 
 
 class _Run(NamedTuple):
@@ -47,8 +49,7 @@ class SeenKeys:
         self._recent: dict[bytes, bytes] = {}
         self._filter = np.zeros(_FILTER_BITS // 8, np.uint8)
         self._runs: list[_Run] = []
-        # Row r is run r's filter; rows are added by doubling, so spills copy little.
-        self._run_filters = np.zeros((1, _RUN_FILTER_BITS // 8), np.uint8)
+        self._run_filter_blocks: list[np.ndarray] = []  # run r's: row r % 16 of block r // 16
 
     def add(self, key: bytes, tag: bytes) -> bytes | None:
         """Record ``key`` with ``tag``; None when it is new, else the tag it first came with."""
@@ -89,14 +90,15 @@ class SeenKeys:
         if not len(probable):
             return {}
         positions = (words[probable] >> 32) & (_RUN_FILTER_BITS - 1)
-        run_filters = self._run_filters[: len(self._runs)]
-        bits = run_filters[:, positions >> 3] >> (positions & 7).astype(np.uint8)
-        in_run = np.logical_and.reduce(bits & 1, axis=2)  # (runs, probable keys)
         found: dict[bytes, bytes] = {}
-        for run, position in zip(*np.nonzero(in_run), strict=True):
-            key = keys[probable[position]]
-            if key not in found and (tag := self._read_tag(self._runs[run], key)) is not None:
-                found[key] = tag
+        for number, block in enumerate(self._run_filter_blocks):
+            bits = block[:, positions >> 3] >> (positions & 7).astype(np.uint8)
+            in_run = np.logical_and.reduce(bits & 1, axis=2)  # (block's runs, probable keys)
+            for row, position in zip(*np.nonzero(in_run), strict=True):
+                key = keys[probable[position]]
+                run = self._runs[number * _RUNS_PER_BLOCK + row]
+                if key not in found and (tag := self._read_tag(run, key)) is not None:
+                    found[key] = tag
         return found
 
     def _read_tag(self, run: _Run, key: bytes) -> bytes | None:
@@ -137,11 +139,12 @@ class SeenKeys:
         self._end += count * (KEY_BYTES + self._tag_bytes)
         words = np.frombuffer(joined, "<u8").reshape(-1, 4)
         _set(self._filter, words & (_FILTER_BITS - 1))
-        if len(self._runs) > len(self._run_filters):
-            self._run_filters = np.concatenate(
-                [self._run_filters, np.zeros_like(self._run_filters)]
-            )
-        _set(self._run_filters[len(self._runs) - 1], (words >> 32) & (_RUN_FILTER_BITS - 1))
+        block, row = divmod(len(self._runs) - 1, _RUNS_PER_BLOCK)
+        if block == len(self._run_filter_blocks):
+            # Rows not yet written take no memory (zeroed pages are only mapped when written).
+            shape = (_RUNS_PER_BLOCK, _RUN_FILTER_BITS // 8)
+            self._run_filter_blocks.append(np.zeros(shape, np.uint8))
+        _set(self._run_filter_blocks[block][row], (words >> 32) & (_RUN_FILTER_BITS - 1))
         self._recent = {}
 
 
