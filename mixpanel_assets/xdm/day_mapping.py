@@ -53,6 +53,8 @@ _CHUNK_BYTES = 1 << 20
 _CHUNKS_IN_FLIGHT_PER_WORKER = 3
 # Below this raw file size, starting workers (about a second) costs more than they save.
 PARALLEL_MIN_RAW_BYTES = 16 << 20
+# Records whose _ids the unique-_id check looks up at once.
+_IDS_PER_LOOK_UP = 4096
 # Allocations between young-object collections in a mapping worker (Python's default is 700).
 _WORKER_GC_THRESHOLD = 50_000
 
@@ -363,20 +365,36 @@ def duplicate_event_ids(
     seen = SeenKeys(work_dir / "check-ids", tag_bytes=0)
     records = duplicates = 0
     examples: list[str] = []
+    # (record number, _id) of the records read since the last look-up, looked up together.
+    pending: list[tuple[int, str]] = []
+
+    def look_up() -> None:
+        nonlocal duplicates
+        # A 256-bit digest stands for the _id: equal _ids give equal digests, and two different
+        # ones colliding is as unlikely as for the SHA-256 _ids themselves.
+        digests = [
+            hashlib.blake2b(identifier.encode(), digest_size=KEY_BYTES).digest()
+            for _, identifier in pending
+        ]
+        for (number, identifier), first in zip(
+            pending, seen.add_all(digests, [b""] * len(digests)), strict=True
+        ):
+            if first is not None:
+                duplicates += 1
+                if len(examples) < examples_shown:
+                    examples.append(f"record {number}: _id {identifier!r} came before")
+        pending.clear()
+
     try:
         with igzip.open(events_path, "rb") as lines:
             for records, line in enumerate(lines, start=1):
                 document = orjson.loads(line)
                 identifier = document.get("_id") if isinstance(document, dict) else None
-                if not isinstance(identifier, str):
-                    continue
-                # A 256-bit digest stands for the _id: equal _ids give equal digests, and two
-                # different ones colliding is as unlikely as for the SHA-256 _ids themselves.
-                digest = hashlib.blake2b(identifier.encode(), digest_size=KEY_BYTES).digest()
-                if seen.add(digest, b"") is not None:
-                    duplicates += 1
-                    if len(examples) < examples_shown:
-                        examples.append(f"record {records}: _id {identifier!r} came before")
+                if isinstance(identifier, str):
+                    pending.append((records, identifier))
+                    if len(pending) >= _IDS_PER_LOOK_UP:
+                        look_up()
+        look_up()
     finally:
         seen.close()
     return records, duplicates, examples
