@@ -54,7 +54,7 @@ json_values = st.recursive(
 
 def _paths_tree() -> dict[str, Any]:
     tree: dict[str, Any] = {}
-    for parents, field, _, _ in MAPPING.targets.values():
+    for parents, _, field, _, _ in MAPPING.targets.values():
         node = tree
         for name in parents:
             node = node.setdefault(name, {})

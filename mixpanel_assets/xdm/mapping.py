@@ -56,8 +56,9 @@ class MappingSpec(BaseModel):
         return CompiledMapping.build(self)
 
 
-# (parent path, field name, conversion, value check or None) for one mapped property.
-_Target = tuple[tuple[str, ...], str, Callable[[Any], Any], Callable[[Any], bool] | None]
+# (parent path, its number, field name, conversion, value check or None) for one mapped
+# property: the number finds the parent object again once a sibling field has made it.
+_Target = tuple[tuple[str, ...], int, str, Callable[[Any], Any], Callable[[Any], bool] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class CompiledMapping:
     event_time: str
     project_timezone: str
     targets: dict[str, _Target]
+    parent_paths: int  # distinct parent paths among the targets
     event_types: dict[str, str]
     default_event_type: str
     namespaces: tuple[str, str, str]
@@ -85,15 +87,18 @@ class CompiledMapping:
         tenant_key = f"_{spec.tenant_id}"
         rules = spec.rules
         targets: dict[str, _Target] = {}
+        parent_numbers: dict[tuple[str, ...], int] = {}
         for name, mapping in rules.properties.items():
             path = mapping.path
             resolved = (tenant_key, *path[1:]) if path[0] == TENANT_OBJECT else path
+            parents = resolved[:-1]
+            number = parent_numbers.setdefault(parents, len(parent_numbers))
             convert = CONVERSIONS[mapping.type].convert
-            targets[name] = (resolved[:-1], resolved[-1], convert, value_checker(path))
+            targets[name] = (parents, number, resolved[-1], convert, value_checker(path))
         namespaces = rules.identity_namespaces
         custom_tenant_fields = rules.custom_tenant_fields()
         paths = {*_FIXED_PATHS, (tenant_key,)}
-        paths.update((*parents, field) for parents, field, _, _ in targets.values())
+        paths.update((*parents, field) for parents, _, field, _, _ in targets.values())
         record_paths = frozenset(paths)
         return cls(
             project_id=spec.project_id,
@@ -101,6 +106,7 @@ class CompiledMapping:
             event_time=spec.event_time,
             project_timezone=spec.project_timezone,
             targets=targets,
+            parent_paths=len(parent_numbers),
             event_types=dict(rules.event_types.by_event),
             default_event_type=rules.event_types.default,
             namespaces=(namespaces.distinct_id, namespaces.user_id, namespaces.device_id),
@@ -195,16 +201,20 @@ def map_event(
     record[mapping.tenant_key] = {"mixpanel": mixpanel}
     custom: dict[str, str] = {}
     targets = mapping.targets
+    parent_nodes: list[dict[str, Any] | None] = [None] * mapping.parent_paths
     for key, value in properties.items():
         target = targets.get(key)
         if target is not None:
-            parents, field, convert, fits = target
+            parents, number, field, convert, fits = target
             converted = convert(value)
             if converted is not None and (fits is None or fits(converted)):
-                node = record
-                for parent in parents:
-                    child = node.get(parent)
-                    node = child if child is not None else node.setdefault(parent, {})
+                node = parent_nodes[number]
+                if node is None:  # made (or found) once per record, when first needed
+                    node = record
+                    for parent in parents:
+                        child = node.get(parent)
+                        node = child if child is not None else node.setdefault(parent, {})
+                    parent_nodes[number] = node
                 node[field] = converted
                 continue
         elif key == "time":
