@@ -246,8 +246,8 @@ def _report(rows: dict[str, Figures], events: int) -> str:
     lines += [
         "",
         "MB/s counts the day's decompressed JSON lines. CPU s is the user and system time of the",
-        "stage's process and its worker processes (steadier than wall time on a shared machine);",
-        "the emulators' own work, in the benchmark's process, is not in it.",
+        "stage's process and its worker processes (mapping's, near twice its wall time, shows both",
+        "cores at work); the emulators' own work, in the benchmark's process, is not in it.",
         "",
         "## Targets",
         "",
