@@ -7,7 +7,8 @@ file (``spec.py``) sends properties to standard XDM fields with typed conversion
 conversion or field cannot take stays, untouched, among the tenant's properties, so nothing is
 lost. Everything else lives under ``_<tenant>.mixpanel``.
 
-This is the per-event hot path: the spec is compiled once into plain dicts and tuples.
+This is the per-event hot path: the spec is compiled once into plain dicts and tuples, and the
+property loop into code per property layout (``property_writers``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mixpanel_assets.mixpanel.event_time import epoch_seconds, event_time_utc
 from mixpanel_assets.xdm.conversions import CONVERSIONS, as_string
+from mixpanel_assets.xdm.property_writers import PropertyWriters, Target
 from mixpanel_assets.xdm.schema import (
     CustomField,
     FieldPaths,
@@ -56,11 +58,6 @@ class MappingSpec(BaseModel):
         return CompiledMapping.build(self)
 
 
-# (parent path, its number, field name, conversion, value check or None) for one mapped
-# property: the number finds the parent object again once a sibling field has made it.
-_Target = tuple[tuple[str, ...], int, str, Callable[[Any], Any], Callable[[Any], bool] | None]
-
-
 @dataclass(frozen=True, slots=True)
 class CompiledMapping:
     """A spec as plain lookups, resolved for one tenant: what ``to_xdm`` reads per event."""
@@ -69,8 +66,9 @@ class CompiledMapping:
     tenant_key: str
     event_time: str
     project_timezone: str
-    targets: dict[str, _Target]
+    targets: dict[str, Target]
     parent_paths: int  # distinct parent paths among the targets
+    writers: PropertyWriters
     event_types: dict[str, str]
     default_event_type: str
     namespaces: tuple[str, str, str]
@@ -86,7 +84,7 @@ class CompiledMapping:
         tenant_field_group(spec.tenant_id)  # fails early, naming AEP_TENANT_ID, if malformed
         tenant_key = f"_{spec.tenant_id}"
         rules = spec.rules
-        targets: dict[str, _Target] = {}
+        targets: dict[str, Target] = {}
         parent_numbers: dict[tuple[str, ...], int] = {}
         for name, mapping in rules.properties.items():
             path = mapping.path
@@ -94,7 +92,10 @@ class CompiledMapping:
             parents = resolved[:-1]
             number = parent_numbers.setdefault(parents, len(parent_numbers))
             convert = CONVERSIONS[mapping.type].convert
-            targets[name] = (parents, number, resolved[-1], convert, value_checker(path))
+            fits = value_checker(path)
+            if fits is not None:  # a pure test of a converted scalar; few distinct values
+                fits = lru_cache(maxsize=_VALUE_VERDICTS_KEPT, typed=True)(fits)
+            targets[name] = (parents, number, resolved[-1], convert, fits)
         namespaces = rules.identity_namespaces
         custom_tenant_fields = rules.custom_tenant_fields()
         paths = {*_FIXED_PATHS, (tenant_key,)}
@@ -107,6 +108,7 @@ class CompiledMapping:
             project_timezone=spec.project_timezone,
             targets=targets,
             parent_paths=len(parent_numbers),
+            writers=PropertyWriters(targets, len(parent_numbers), _property_text),
             event_types=dict(rules.event_types.by_event),
             default_event_type=rules.event_types.default,
             namespaces=(namespaces.distinct_id, namespaces.user_id, namespaces.device_id),
@@ -122,10 +124,13 @@ _FIXED_PATHS = (("_id",), ("timestamp",), ("eventType",), ("identityMap",), ("en
 _DEVICE_PREFIX = "$device:"
 # AEP rejects events that happen in the future; allow for clock skew between machines.
 FUTURE_TOLERANCE_SECONDS = 300
-_EMPTY_CONTAINERS = (str, list, dict)
 DEDUP_KEY_BYTES = 16
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _YEAR_10000 = 253_402_300_800  # epoch seconds at 10000-01-01, past datetime's range
+# Verdicts on mapped values kept per field (country codes, library URIs: a few hundred).
+_VALUE_VERDICTS_KEPT = 4096
+# The integers orjson writes (it refuses others, which are quarantined with its message).
+_LONG_MIN, _ULONG_MAX = -(2**63), 2**64 - 1
 
 
 def parse_event(line: bytes) -> tuple[str, dict[str, Any]]:
@@ -199,31 +204,11 @@ def map_event(
     }
     mixpanel: dict[str, Any] = {"eventName": name, "time": raw_time}
     record[mapping.tenant_key] = {"mixpanel": mixpanel}
-    custom: dict[str, str] = {}
-    targets = mapping.targets
-    parent_nodes: list[dict[str, Any] | None] = [None] * mapping.parent_paths
-    for key, value in properties.items():
-        target = targets.get(key)
-        if target is not None:
-            parents, number, field, convert, fits = target
-            converted = convert(value)
-            if converted is not None and (fits is None or fits(converted)):
-                node = parent_nodes[number]
-                if node is None:  # made (or found) once per record, when first needed
-                    node = record
-                    for parent in parents:
-                        child = node.get(parent)
-                        node = child if child is not None else node.setdefault(parent, {})
-                    parent_nodes[number] = node
-                node[field] = converted
-                continue
-        elif key == "time":
-            continue
-        if value is None or (not value and isinstance(value, _EMPTY_CONTAINERS)):
-            continue
-        if type(value) is not str:
-            value = _json(value, f"property {key!r}", option=0).decode()
-        custom[key] = value
+    writer = mapping.writers.by_layout.get(tuple(properties))
+    if writer is None:
+        custom = mapping.writers.write(properties, record)
+    else:
+        custom = writer(properties, record)
     if custom:
         mixpanel["properties"] = custom
     environment_type = _environment_type(properties, mapping.application_libraries)
@@ -297,19 +282,22 @@ def _identity_map(properties: dict[str, Any], namespaces: tuple[str, str, str]) 
         device_id = device_id or distinct_id[len(_DEVICE_PREFIX) :] or None
         distinct_id = None
     distinct_namespace, user_namespace, device_namespace = namespaces
-    identities: list[tuple[str, str, str]] = []
+    identities: dict[str, Any] = {}
     if distinct_id:
-        identities.append((distinct_namespace, distinct_id, "ambiguous"))
+        identities[distinct_namespace] = [
+            {"id": distinct_id, "authenticatedState": "ambiguous", "primary": True}
+        ]
     if user_id:
-        identities.append((user_namespace, user_id, "authenticated"))
+        identities[user_namespace] = [
+            {"id": user_id, "authenticatedState": "authenticated", "primary": not identities}
+        ]
     if device_id:
-        identities.append((device_namespace, device_id, "ambiguous"))
+        identities[device_namespace] = [
+            {"id": device_id, "authenticatedState": "ambiguous", "primary": not identities}
+        ]
     if not identities:
         raise InvalidEvent("no identity: distinct_id, $user_id and $device_id are all missing")
-    return {
-        namespace: [{"id": value, "authenticatedState": state, "primary": index == 0}]
-        for index, (namespace, value, state) in enumerate(identities)
-    }
+    return identities
 
 
 def _environment_type(properties: dict[str, Any], application_libraries: frozenset[str]) -> str:
@@ -317,6 +305,16 @@ def _environment_type(properties: dict[str, Any], application_libraries: frozens
     if type(library) is str and library in application_libraries:
         return "application"
     return "browser" if as_string(properties.get("$browser")) else ""
+
+
+def _property_text(value: Any, key: str) -> str:
+    """A property value that is not a string as JSON text (booleans and integers, the most
+    common, written here directly: the same text as orjson's)."""
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int and _LONG_MIN <= value <= _ULONG_MAX:
+        return str(value)
+    return _json(value, f"property {key!r}", option=0).decode()
 
 
 def _json(value: Any, what: str, option: int = orjson.OPT_SORT_KEYS) -> bytes:
