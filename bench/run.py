@@ -224,7 +224,7 @@ def _run(
         rows[name] = _measure(STAGES[name], env, day, work)
         if name == "export" and peers:
             rows["curl"] = _curl(env, day)
-    if peers:
+    if peers and "export" in rows:  # compared with our export, as curl is
         rows["mixpanel-utils"] = _measure(_mixpanel_utils, env, day, work)
     day_size = rows.get("export", {"events": 0, "bytes": 0})
     for figures in rows.values():
