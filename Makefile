@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # The Dagster instance of `make demo`/`make dev`: SQLite under .dagster_home, configured by ./dagster.yaml.
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: demo dev sandbox test bench lint clean
+.PHONY: demo dev sandbox test test-fast bench lint clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ sandbox: $(INSTALLED)  ## the local sandbox alone, in the foreground
 test: $(INSTALLED)  ## the whole test suite (what CI runs)
 	$(BIN)/ruff check mixpanel_assets tests bench
 	$(BIN)/python -m pytest
+
+test-fast: $(INSTALLED)  ## the unit tests only (no sandbox, Dagster runs, PostgreSQL or S3)
+	$(BIN)/python -m pytest -m "not integration" -q
 
 $(VENV)/.bench-installed: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -66,3 +66,27 @@ def s3() -> Iterator[S3Server]:
     """An S3-compatible server (moto) with one bucket, for the whole session."""
     with s3_server() as server:
         yield server
+
+
+# Tests that start the local sandbox, a Dagster run, PostgreSQL or S3 are the slow, integrated
+# part of the suite; `make test-fast` leaves them out (`-m "not integration"`).
+INTEGRATION_FIXTURES = frozenset({"sandbox", "postgres", "s3"})
+INTEGRATION_MODULES = frozenset(
+    {
+        "test_backfill",
+        "test_pipeline",
+        "test_aep_exactly_once",
+        "test_object_storage",
+        "test_postgres_instance",
+        "test_dg_cli",
+        "test_xdm_checks",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in INTEGRATION_MODULES or fixtures & INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
