@@ -34,7 +34,7 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
     budget in code (``MixpanelResource.from_env(days_per_request=14)``).
     """
     partitions = DailyPartitionsDefinition(
-        start_date=settings.start_date().isoformat(), timezone=settings.project_timezone()
+        start_date=settings.start_date().isoformat(), timezone=settings.partitions_timezone()
     )
     return Definitions(
         assets=[

@@ -108,6 +108,16 @@ def _export_day(
     target: Path,
 ) -> tuple[ExportSummary, dict[str, str]]:
     """The day's export in ``target``: alone, or from its backfill block's shared request."""
+    partitions_zone = context.assets_def.partitions_def.timezone
+    if mixpanel.export_timezone() != partitions_zone:
+        raise Failure(
+            f"Mixpanel's export days for this project are {mixpanel.export_timezone()} days "
+            f"(MIXPANEL_EVENT_TIME={mixpanel.event_time}), but the partitions are days in "
+            f"{partitions_zone}: the code location was loaded with other MIXPANEL_EVENT_TIME "
+            "or MIXPANEL_PROJECT_TIMEZONE values than the run has. Give both the same values "
+            "and reload the code location (see docs/upgrading.md).",
+            allow_retries=False,
+        )
     backfill_id = context.run.tags.get(BACKFILL_TAG)
     days = (
         backfill_block(context.instance, backfill_id, day, mixpanel.days_per_request)

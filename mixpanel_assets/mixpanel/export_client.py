@@ -233,7 +233,7 @@ class MixpanelExportClient:
         username: str,
         secret: str,
         export_url: str,
-        timezone: str = "UTC",
+        timezone: str = "UTC",  # the zone of the export days, for advice only
         connect_timeout_seconds: float = 10.0,
         read_timeout_seconds: float = 600.0,
         max_attempts: int = 5,
@@ -375,9 +375,12 @@ class MixpanelExportClient:
             )
         elif status == 400 and "to_date" in lowered and "today" in lowered:
             advice = (
-                f"Mixpanel says {query.to_date} has not begun yet in the project's timezone. "
-                f"MIXPANEL_PROJECT_TIMEZONE ({self.timezone}) probably differs from the "
-                "timezone in the Mixpanel project's settings: make them the same."
+                f"Mixpanel says {query.to_date} has not begun yet in the timezone of its export "
+                f"days, while it has in {self.timezone}, the zone we read them in. A project "
+                "created since 2023 has UTC days: set MIXPANEL_EVENT_TIME=utc. A legacy project "
+                "(MIXPANEL_EVENT_TIME=project_local) has days in its timezone: "
+                f"MIXPANEL_PROJECT_TIMEZONE ({self.timezone}) probably differs from the one in "
+                "the Mixpanel project's settings: make them the same."
             )
         elif status == 402:
             advice = (
