@@ -70,6 +70,13 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
                     24 * 60,
                     "the minutes between two checks for late events",
                 ),
+                max_reruns=settings.int_setting(
+                    "MIXPANEL_ASSETS_LATE_MAX_RERUNS",
+                    3,
+                    1,
+                    20,
+                    "the re-runs the late-events sensor requests for a day before reporting it",
+                ),
             )
         ],
         # A day's steps run one after another; a process per step would only add start-up time.
