@@ -136,12 +136,19 @@ class PostgresCoordinator:
     def try_update_state(self, name: str) -> Iterator[SharedState | None]:
         with self._connection() as connection, connection.cursor() as cursor:
             connection.autocommit = False
-            self._ensure_table(cursor)
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (_lock_key(name),))
-            if not cursor.fetchone()[0]:
-                connection.rollback()
-                yield None
-                return
+            # The table's creation lock too is only tried: a first update elsewhere holds it.
+            names = [name] if self._table_ready else [STATE_TABLE, name]
+            for locked in names:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (_lock_key(locked),))
+                if not cursor.fetchone()[0]:
+                    connection.rollback()
+                    yield None
+                    return
+                if locked == STATE_TABLE:
+                    cursor.execute(
+                        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} "
+                        "(name text PRIMARY KEY, value jsonb)"
+                    )
             cursor.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = %s", (name,))
             row = cursor.fetchone()
             state = SharedState(row[0] if row else None)
