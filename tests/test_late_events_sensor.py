@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetKey,
     AssetMaterialization,
     DagsterInstance,
     DagsterRunStatus,
     build_sensor_context,
     instance_for_test,
 )
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.test_utils import create_run_for_test
 
 from mixpanel_assets.coordination import coordinator
@@ -132,6 +135,12 @@ def test_a_day_whose_re_runs_keep_failing_is_asked_a_bounded_number_of_times(
 
         _failed_rerun(instance, DAY)
         given_up = _tick(defs, instance, third.cursor)
+        for event in given_up.asset_events:  # as the sensor daemon does
+            instance.report_runless_asset_event(event)
+        (recorded,) = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey("aep_ingested_batches"), "late_events_reloaded"), limit=5
+        )
+        assert recorded.status == AssetCheckExecutionRecordStatus.FAILED
         again = _tick(defs, instance, given_up.cursor)
 
         _loaded(instance, DAY, watermark=1)  # re-run by hand: the day is whole again
