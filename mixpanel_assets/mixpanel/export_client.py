@@ -446,6 +446,7 @@ class MixpanelExportClient:
             advice = "Mixpanel refused the export request; check the request parameters."
         raise MixpanelExportError(f"{advice} (HTTP {status}: {message})")
 
+
 class MixpanelRateLimitedError(MixpanelExportError):
     """Not now: the rate budget has no free query, or Mixpanel answered 429."""
 
