@@ -97,7 +97,7 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
 def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
     """The schedule and, through it, the job that runs the three assets for one day.
 
-    It fires ``settle_minutes`` after midnight in the project's timezone, so that events Mixpanel
+    It fires ``settle_minutes`` after midnight in the partitions' timezone, so that events Mixpanel
     is still processing at midnight land in the day's first export.
     """
     job = define_asset_job(
@@ -111,5 +111,5 @@ def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
         hour_of_day=settle_minutes // 60,
         minute_of_hour=settle_minutes % 60,
         default_status=DefaultScheduleStatus.RUNNING,
-        description="Each day after it closes in the project's timezone, runs the chain for it.",
+        description="Each day after it closes in the partitions' timezone, runs the chain for it.",
     )
