@@ -96,6 +96,10 @@ def build_late_events_sensor(
                     if not entry.reported:
                         check_events.append(_check(loaded_asset, key, False, entry, max_reruns))
                         entry.reported = True
+                        context.log.warning(
+                            f"{key}: {entry.requests} late-events re-runs failed; no more are "
+                            f"requested (see the check {CHECK_NAME})"
+                        )
                     given_up.append(key)
                     continue
                 if now < entry.not_before:
@@ -134,7 +138,7 @@ def build_late_events_sensor(
         cursor = dump_cursor(entries, keys)
         if run_requests:
             return SensorResult(run_requests=run_requests, cursor=cursor, asset_events=check_events)
-        reason = f"no late events in {keys[0]}..{keys[-1]}" if keys else "no closed days yet"
+        reason = f"nothing to re-run in {keys[0]}..{keys[-1]}" if keys else "no closed days yet"
         if probe_failures:
             reason += f"; probes failed for {probe_failures}"
         if waiting:
