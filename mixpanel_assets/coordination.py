@@ -9,6 +9,7 @@ locks become advisory locks there. Both kinds release a lock when its holder die
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -45,6 +46,10 @@ class Coordinator(Protocol):
         """Read the state ``name`` under its lock; what the block leaves in it is saved."""
         ...
 
+    def try_update_state(self, name: str) -> AbstractContextManager[SharedState | None]:
+        """``update_state`` if its lock is free now, else ``None`` at once (never waits)."""
+        ...
+
 
 class LocalCoordinator:
     """Lock files and JSON files in one folder: every process on this machine sees them."""
@@ -61,6 +66,26 @@ class LocalCoordinator:
     def update_state(self, name: str) -> Iterator[SharedState]:
         path = self._folder / f"{_file_name(name)}.json"
         with self.lock(name):
+            try:
+                state = SharedState(json.loads(path.read_text(encoding="utf-8")))
+            except (FileNotFoundError, ValueError):
+                state = SharedState()
+            yield state
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(state.value), encoding="utf-8")
+            os.replace(temporary, path)
+
+    @contextmanager
+    def try_update_state(self, name: str) -> Iterator[SharedState | None]:
+        lock_path = self._folder / f"{_file_name(name)}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+            path = self._folder / f"{_file_name(name)}.json"
             try:
                 state = SharedState(json.loads(path.read_text(encoding="utf-8")))
             except (FileNotFoundError, ValueError):
@@ -106,6 +131,35 @@ class PostgresCoordinator:
             )
             connection.commit()
             self._table_ready = True  # only once committed: a rolled-back block undoes it
+
+    @contextmanager
+    def try_update_state(self, name: str) -> Iterator[SharedState | None]:
+        with self._connection() as connection, connection.cursor() as cursor:
+            connection.autocommit = False
+            # The table's creation lock too is only tried: a first update elsewhere holds it.
+            names = [name] if self._table_ready else [STATE_TABLE, name]
+            for locked in names:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (_lock_key(locked),))
+                if not cursor.fetchone()[0]:
+                    connection.rollback()
+                    yield None
+                    return
+                if locked == STATE_TABLE:
+                    cursor.execute(
+                        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} "
+                        "(name text PRIMARY KEY, value jsonb)"
+                    )
+            cursor.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = %s", (name,))
+            row = cursor.fetchone()
+            state = SharedState(row[0] if row else None)
+            yield state
+            cursor.execute(
+                f"INSERT INTO {STATE_TABLE} (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (name, json.dumps(state.value)),
+            )
+            connection.commit()
+            self._table_ready = True
 
     def _ensure_table(self, cursor: Any) -> None:
         """Create the state table once; under a lock, as CREATE ... IF NOT EXISTS run by two

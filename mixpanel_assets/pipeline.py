@@ -34,7 +34,7 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
     budget in code (``MixpanelResource.from_env(days_per_request=14)``).
     """
     partitions = DailyPartitionsDefinition(
-        start_date=settings.start_date().isoformat(), timezone=settings.project_timezone()
+        start_date=settings.start_date().isoformat(), timezone=settings.partitions_timezone()
     )
     return Definitions(
         assets=[
@@ -70,6 +70,13 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
                     24 * 60,
                     "the minutes between two checks for late events",
                 ),
+                max_reruns=settings.int_setting(
+                    "MIXPANEL_ASSETS_LATE_MAX_RERUNS",
+                    3,
+                    1,
+                    20,
+                    "the re-runs the late-events sensor requests for a day before reporting it",
+                ),
             )
         ],
         # A day's steps run one after another; a process per step would only add start-up time.
@@ -90,7 +97,7 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
 def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
     """The schedule and, through it, the job that runs the three assets for one day.
 
-    It fires ``settle_minutes`` after midnight in the project's timezone, so that events Mixpanel
+    It fires ``settle_minutes`` after midnight in the partitions' timezone, so that events Mixpanel
     is still processing at midnight land in the day's first export.
     """
     job = define_asset_job(
@@ -104,5 +111,5 @@ def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
         hour_of_day=settle_minutes // 60,
         minute_of_hour=settle_minutes % 60,
         default_status=DefaultScheduleStatus.RUNNING,
-        description="Each day after it closes in the project's timezone, runs the chain for it.",
+        description="Each day after it closes in the partitions' timezone, runs the chain for it.",
     )

@@ -2,7 +2,8 @@
 
 Resources get ``dagster.EnvVar``s, so values resolve at launch and secrets stay hidden in the UI;
 an optional variable that is unset falls back to the contract's default. Only what must exist
-when the code location loads (the partitions' start date and timezone) is read eagerly, and a
+when the code location loads (the partitions' start date and timezone, hence the event-time
+regime) is read eagerly, and a
 bad value there fails the load with a message naming the variable.
 """
 
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dagster import EnvVar
 
 from mixpanel_assets.errors import ConfigError
+from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES, export_timezone
 
 
 def env_or_default(name: str, default: str) -> EnvVar | str:
@@ -53,8 +55,31 @@ def start_date() -> date:
 
 
 def project_timezone() -> str:
-    """MIXPANEL_PROJECT_TIMEZONE: the IANA zone in which Mixpanel reads export dates."""
+    """MIXPANEL_PROJECT_TIMEZONE: the IANA zone of the Mixpanel project's settings."""
     return validate_timezone(os.environ.get("MIXPANEL_PROJECT_TIMEZONE") or "UTC")
+
+
+def event_time() -> str:
+    """MIXPANEL_EVENT_TIME: ``utc`` (projects created since 2023) or ``project_local``."""
+    return validate_event_time(os.environ.get("MIXPANEL_EVENT_TIME", "").strip() or "utc")
+
+
+def partitions_timezone() -> str:
+    """The zone of the daily partitions: the zone Mixpanel's export days are in.
+
+    UTC for ``utc`` projects whatever MIXPANEL_PROJECT_TIMEZONE says; the project's timezone
+    for legacy ``project_local`` ones.
+    """
+    return export_timezone(event_time(), project_timezone())
+
+
+def validate_event_time(value: str) -> str:
+    if value not in EVENT_TIME_REGIMES:
+        raise ConfigError(
+            f"MIXPANEL_EVENT_TIME={value!r} is not valid: use utc (projects created since 2023) "
+            "or project_local (older projects that store local wall-clock time)."
+        )
+    return value
 
 
 def validate_timezone(name: str) -> str:

@@ -3,24 +3,25 @@
 Knows nothing of Dagster. Every platform call carries the four headers AEP requires and a
 timeout; TLS certificates are always verified. The access token is cached until shortly before
 it expires and fetched again once if AEP answers 401. 429 and 5xx answers (and broken
-connections) are retried with exponential backoff and jitter, only where a retry cannot
+connections) are retried with the shared policy (``http_retry``), only where a retry cannot
 duplicate work: a POST that creates something is retried only on answers that prove nothing
 was created. Secrets never appear in errors: messages quote AEP's answer, never our request.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 import requests
+import tenacity
+
+from mixpanel_assets.http_retry import MAX_RETRY_AFTER_SECONDS, RetryPolicy
 
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 SUCCEEDED = frozenset({"success", "active"})
@@ -36,7 +37,6 @@ XDM_DESCRIPTORS = "application/vnd.adobe.xdm+json"
 CATALOG_PAGE = 100  # the Catalog's largest page
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _NOTHING_CREATED = frozenset({429, 503})  # answers that prove a POST created nothing
-_MAX_RETRY_AFTER_SECONDS = 300.0
 # Catalog polls while a batch processes: pauses of this share of the time waited, up to a cap.
 _POLL_SHARE = 0.1
 _MAX_POLL_SECONDS = 30.0
@@ -58,21 +58,6 @@ class BatchTimeoutError(AEPError):
     """A batch did not reach a terminal status in time."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a request that may succeed later is tried again."""
-
-    max_attempts: int = 5
-    base_seconds: float = 1.0
-    max_seconds: float = 60.0
-
-    def pause(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with jitter, never shorter than the server's ``Retry-After``."""
-        exponential = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
-        waited = min(retry_after or 0.0, _MAX_RETRY_AFTER_SECONDS)
-        return max(exponential * random.uniform(0.5, 1.0), waited)
-
-
 def _send_with_retries(
     send: Callable[[], requests.Response],
     *,
@@ -82,26 +67,26 @@ def _send_with_retries(
     retry_broken_connections: bool = True,
 ) -> requests.Response:
     """``send()`` again while it answers a retryable status; returns the first other answer."""
-    problem = ""
-    for attempt in range(1, policy.max_attempts + 1):
-        retry_after = None
-        try:
-            response = send()
-        except requests.RequestException as error:
-            if not retry_broken_connections:
-                raise AEPError(
-                    f"could not {what}: {type(error).__name__}: {error}. AEP may or may not have "
-                    "done it."
-                ) from None
+    retry = tenacity.retry_if_result(lambda response: response.status_code in retry_statuses)
+    if retry_broken_connections:
+        retry = retry | tenacity.retry_if_exception_type(requests.RequestException)
+    try:
+        return policy.retrying(retry)(send)
+    except requests.RequestException as error:
+        raise AEPError(
+            f"could not {what}: {type(error).__name__}: {error}. AEP may or may not have done it."
+        ) from None
+    except tenacity.RetryError as exhausted:
+        last = exhausted.last_attempt
+        if last.failed:
+            error = last.exception()
             problem = f"{type(error).__name__}: {error}"
         else:
-            if response.status_code not in retry_statuses:
-                return response
+            response = last.result()
             problem = f"HTTP {response.status_code}: {_excerpt(response)}"
-            retry_after = _retry_after(response)
-        if attempt < policy.max_attempts:
-            time.sleep(policy.pause(attempt, retry_after))
-    raise AEPError(f"could not {what} after {policy.max_attempts} attempts ({problem}).")
+        raise AEPError(
+            f"could not {what} after {policy.max_attempts} attempts ({problem})."
+        ) from None
 
 
 class IMSToken:
@@ -184,6 +169,7 @@ class AEPClient:
         read_timeout_seconds: float = 300.0,
         max_attempts: int = 5,
         retry_base_seconds: float = 1.0,
+        max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS,
         session: requests.Session | None = None,
     ) -> None:
         self._session = session or requests.Session()
@@ -197,7 +183,11 @@ class AEPClient:
         self._client_id = client_id
         self._org_id = org_id
         self._sandbox_name = sandbox_name
-        self._retry = RetryPolicy(max_attempts=max_attempts, base_seconds=retry_base_seconds)
+        self._retry = RetryPolicy(
+            max_attempts=max_attempts,
+            base_seconds=retry_base_seconds,
+            max_retry_after_seconds=max_retry_after_seconds,
+        )
         self._token = IMSToken(
             ims_url=ims_url,
             client_id=client_id,
@@ -573,10 +563,3 @@ def _json_or_text(line: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {"_unparsed": line[:500].decode("utf-8", "replace")}
     return value if isinstance(value, dict) else {"_unparsed": str(value)[:500]}
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["Retry-After"]))
-    except (KeyError, ValueError):
-        return None

@@ -21,7 +21,9 @@ from mixpanel_assets.mixpanel.backfill_batching import (
     BACKFILL_TAG,
     BackfillStaging,
     backfill_block,
+    backfill_days,
     staging_store,
+    sweep_leftovers,
 )
 from mixpanel_assets.mixpanel.event_time import epoch_seconds
 from mixpanel_assets.mixpanel.export_client import (
@@ -108,30 +110,52 @@ def _export_day(
     target: Path,
 ) -> tuple[ExportSummary, dict[str, str]]:
     """The day's export in ``target``: alone, or from its backfill block's shared request."""
+    partitions_zone = context.assets_def.partitions_def.timezone
+    if mixpanel.export_timezone() != partitions_zone:
+        raise Failure(
+            f"Mixpanel's export days for this project are {mixpanel.export_timezone()} days "
+            f"(MIXPANEL_EVENT_TIME={mixpanel.event_time}), but the partitions are days in "
+            f"{partitions_zone}: the code location was loaded with other MIXPANEL_EVENT_TIME "
+            "or MIXPANEL_PROJECT_TIMEZONE values than the run has. Give both the same values "
+            "and reload the code location (see docs/upgrading.md).",
+            allow_retries=False,
+        )
     backfill_id = context.run.tags.get(BACKFILL_TAG)
-    days = (
-        backfill_block(context.instance, backfill_id, day, mixpanel.days_per_request)
-        if backfill_id and mixpanel.days_per_request > 1
-        else [day]
-    )
-    if len(days) == 1:
-        query = mixpanel.query(day, day)
-        return client.export_to_file(query, target), query.params(client.project_id)
-    shared = BackfillStaging(
-        staging_store(partition_files.asset_store(RAW_EVENTS), backfill_id),
+    raw_events = partition_files.asset_store(RAW_EVENTS)
+    for swept in sweep_leftovers(
+        context.instance,
+        raw_events,
+        partition_files.folder(RAW_EVENTS, context.partition_key).store,
         partition_files.coordinator(),
-    )
+    ):
+        context.log.info(f"removed {swept}, left by an ended backfill or a killed run")
+    if not backfill_id or mixpanel.days_per_request <= 1:
+        return _export_alone(client, mixpanel, day, target)
+    block = backfill_block(context.instance, backfill_id, day, mixpanel.days_per_request)
+    shared = BackfillStaging(staging_store(raw_events, backfill_id), partition_files.coordinator())
     with shared.locked() as staging:
         if not staging.has(day):
+            if staging.taken(day):  # a re-run of a day this backfill already took
+                return _export_alone(client, mixpanel, day, target)
+            days = staging.to_export(day, block)
             query = mixpanel.query(days[0], days[-1])
             context.log.info(f"exporting {days[0]}..{days[-1]} in one request for the backfill")
             try:
                 staging.stage(client, query, mixpanel.export_day_of)
             except UnsplittableExportError as problem:
                 context.log.warning(f"{problem}; exporting {day} on its own")
-                single = mixpanel.query(day, day)
-                return client.export_to_file(single, target), single.params(client.project_id)
-        return staging.take(day, target)
+                return _export_alone(client, mixpanel, day, target)
+        taken = staging.take(day, target)
+        if staging.remove_if_all_taken(backfill_days(context.instance, backfill_id)):
+            context.log.info("the backfill's last day is taken: its staging folder is removed")
+        return taken
+
+
+def _export_alone(
+    client: MixpanelExportClient, mixpanel: MixpanelResource, day: date, target: Path
+) -> tuple[ExportSummary, dict[str, str]]:
+    query = mixpanel.query(day, day)
+    return client.export_to_file(query, target), query.params(client.project_id)
 
 
 def _manifest(summary: ExportSummary, request: dict[str, str]) -> dict[str, object]:

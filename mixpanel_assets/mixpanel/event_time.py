@@ -37,13 +37,19 @@ def event_time_utc(raw_time: int | float, *, regime: str, timezone: str) -> date
     return wall_clock.astimezone(UTC)
 
 
-def export_day(raw_time: int | float, *, regime: str, timezone: str) -> date:
-    """The export day (``from_date``/``to_date``) Mixpanel files an event under.
+def export_timezone(regime: str, timezone: str) -> str:
+    """The zone of Mixpanel's export days (``from_date``/``to_date``), and so of the partitions.
 
-    Legacy projects store local wall-clock time, so its calendar date read as UTC is already the
-    project-local day; otherwise the true instant is placed in the project's timezone.
+    Projects created since 2023 (``utc``) get UTC days whatever their timezone setting; legacy
+    projects get days in the project's timezone.
     """
-    instant = datetime.fromtimestamp(epoch_seconds(raw_time), UTC)
-    if regime == "utc":
-        instant = instant.astimezone(_zone(timezone))
-    return instant.date()
+    return "UTC" if regime == "utc" else timezone
+
+
+def export_day(raw_time: int | float) -> date:
+    """The export day Mixpanel files an event under: the calendar date of ``time`` read as UTC.
+
+    For ``utc`` projects that is the event's UTC day; legacy projects store local wall-clock
+    time, so the same reading gives the project-local day their exports use.
+    """
+    return datetime.fromtimestamp(epoch_seconds(raw_time), UTC).date()

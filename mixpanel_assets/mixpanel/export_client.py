@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +21,17 @@ from typing import Any, BinaryIO, TypeVar
 
 import orjson
 import requests
+import tenacity
 import urllib3
 from isal import isal_zlib
 
-from mixpanel_assets.mixpanel.rate_budget import RateBudget
+from mixpanel_assets.http_retry import (
+    MAX_RETRY_AFTER_SECONDS,
+    RetryLater,
+    RetryPolicy,
+    retry_after_header,
+)
+from mixpanel_assets.mixpanel.rate_budget import SECOND_WINDOW_WAIT, RateBudget
 
 REGION_EXPORT_URLS = {
     "US": "https://data.mixpanel.com/api/2.0/export",
@@ -52,6 +57,16 @@ class MixpanelExportError(RuntimeError):
 
 class IncompleteExportError(RuntimeError):
     """The response ended before the export was complete; retrying the request may succeed."""
+
+
+# What another attempt of the whole request may cure.
+_RETRYABLE = (
+    IncompleteExportError,
+    RetryLater,
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    isal_zlib.error,
+)
 
 
 @dataclass(frozen=True)
@@ -233,12 +248,14 @@ class MixpanelExportClient:
         username: str,
         secret: str,
         export_url: str,
-        timezone: str = "UTC",
+        timezone: str = "UTC",  # the zone of the export days, for advice only
         connect_timeout_seconds: float = 10.0,
         read_timeout_seconds: float = 600.0,
         max_attempts: int = 5,
         retry_base_seconds: float = 2.0,
         retry_max_seconds: float = 120.0,
+        max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS,
+        probe_timeout_seconds: tuple[float, float] = (3.0, 7.0),
         budget: RateBudget | None = None,
         session: requests.Session | None = None,
     ) -> None:
@@ -247,9 +264,13 @@ class MixpanelExportClient:
         self.timezone = timezone
         self._auth = (username, secret)
         self._timeout = (connect_timeout_seconds, read_timeout_seconds)
-        self._max_attempts = max_attempts
-        self._retry_base_seconds = retry_base_seconds
-        self._retry_max_seconds = retry_max_seconds
+        self._retry = RetryPolicy(
+            max_attempts=max_attempts,
+            base_seconds=retry_base_seconds,
+            max_seconds=retry_max_seconds,
+            max_retry_after_seconds=max_retry_after_seconds,
+        )
+        self._probe_timeout = probe_timeout_seconds
         self._budget = budget
         self._session = session or requests.Session()
 
@@ -275,35 +296,54 @@ class MixpanelExportClient:
         )
 
     def _with_retries(self, query: ExportQuery, attempt_export: Callable[[], _Result]) -> _Result:
-        last_problem = ""
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                result = attempt_export()
-            except IncompleteExportError as problem:
-                last_problem = str(problem)
-                retry_after = None
-            except (
-                requests.RequestException,
-                urllib3.exceptions.HTTPError,
-                isal_zlib.error,
-            ) as problem:
-                last_problem = f"{type(problem).__name__}: {problem}"
-                retry_after = None
-            except _RetryableStatus as status:
-                last_problem = status.message
-                retry_after = status.retry_after
-            else:
-                for summary in result.values() if isinstance(result, dict) else [result]:
-                    summary.attempts = attempt
-                return result
-            if attempt < self._max_attempts:
-                time.sleep(self._backoff_seconds(attempt, retry_after))
-        raise MixpanelExportError(
-            f"Mixpanel export of {query.from_date}..{query.to_date} from {self.export_url} did not "
-            f"complete after {self._max_attempts} attempts; last problem: {last_problem}. "
-            "Nothing was published for these days; re-run them later.",
-            transient=True,
-        )
+        """Run ``attempt_export`` until it completes; each attempt restarts the streamed export
+        from scratch (tenacity, under the shared retry policy)."""
+        retrying = self._retry.retrying(tenacity.retry_if_exception_type(_RETRYABLE))
+        try:
+            result = retrying(attempt_export)
+        except tenacity.RetryError as exhausted:
+            raise MixpanelExportError(
+                f"Mixpanel export of {query.from_date}..{query.to_date} from {self.export_url} "
+                f"did not complete after {self._retry.max_attempts} attempts; last problem: "
+                f"{_problem(exhausted.last_attempt.exception())}. Nothing was published for "
+                "these days; re-run them later.",
+                transient=True,
+            ) from None
+        attempts = retrying.statistics.get("attempt_number", 1)
+        for summary in result.values() if isinstance(result, dict) else [result]:
+            summary.attempts = attempts
+        return result
+
+    def probe_count(self, query: ExportQuery) -> int:
+        """Lines an export returns, asked once and never waited for (the sensor's probe).
+
+        It takes a rate-budget slot only if one is free now (or within the per-second window),
+        has short timeouts, and is not
+        retried: ``MixpanelRateLimitedError`` when the budget or Mixpanel says not now (with
+        Mixpanel's Retry-After, capped), ``MixpanelExportError`` for any other trouble.
+        """
+        if self._budget is not None:
+            wait = self._budget.take_if_free(SECOND_WINDOW_WAIT)
+            if wait is not None:
+                raise MixpanelRateLimitedError(
+                    f"the shared Mixpanel rate budget has no query free for {wait:.0f} s",
+                    retry_after=wait,
+                )
+        summary = ExportSummary()
+        scanner = _LineScanner(summary.observe)
+        try:
+            with self._get(query, timeout=self._probe_timeout, budgeted=False) as response:
+                _consume(response, scanner, file=None)
+            scanner.finish()
+        except RetryLater as status:
+            if status.message.startswith("HTTP 429"):
+                raise MixpanelRateLimitedError(
+                    status.message, retry_after=self._retry.capped(status.retry_after)
+                ) from None
+            raise MixpanelExportError(status.message, transient=True) from None
+        except _RETRYABLE as problem:
+            raise MixpanelExportError(_problem(problem), transient=True) from None
+        return summary.line_count
 
     def count_events(self, query: ExportQuery) -> int:
         """Number of lines an export returns (use a small ``limit`` to keep the probe cheap).
@@ -338,8 +378,14 @@ class MixpanelExportClient:
             scanner.finish()
         return splitter.summaries()
 
-    def _get(self, query: ExportQuery) -> requests.Response:
-        if self._budget is not None:
+    def _get(
+        self,
+        query: ExportQuery,
+        *,
+        timeout: tuple[float, float] | None = None,
+        budgeted: bool = True,
+    ) -> requests.Response:
+        if budgeted and self._budget is not None:
             self._budget.wait_for_turn()
         try:
             response = self._session.get(
@@ -348,7 +394,7 @@ class MixpanelExportClient:
                 auth=self._auth,
                 headers={"Accept-Encoding": "gzip", "Accept": "text/plain"},
                 stream=True,
-                timeout=self._timeout,
+                timeout=timeout or self._timeout,
             )
         except requests.exceptions.InvalidURL as problem:
             raise MixpanelExportError(
@@ -363,9 +409,7 @@ class MixpanelExportClient:
         status = response.status_code
         message = _error_message(response)
         if status == 429 or status >= 500:
-            raise _RetryableStatus(
-                f"HTTP {status}: {message}", _retry_after_seconds(response.headers)
-            )
+            raise RetryLater(f"HTTP {status}: {message}", retry_after_header(response.headers))
         lowered = message.lower()
         if status == 401 or (status == 400 and "authenticate" in lowered):
             advice = (
@@ -375,9 +419,12 @@ class MixpanelExportClient:
             )
         elif status == 400 and "to_date" in lowered and "today" in lowered:
             advice = (
-                f"Mixpanel says {query.to_date} has not begun yet in the project's timezone. "
-                f"MIXPANEL_PROJECT_TIMEZONE ({self.timezone}) probably differs from the "
-                "timezone in the Mixpanel project's settings: make them the same."
+                f"Mixpanel says {query.to_date} has not begun yet in the timezone of its export "
+                f"days, while it has in {self.timezone}, the zone we read them in. A project "
+                "created since 2023 has UTC days: set MIXPANEL_EVENT_TIME=utc. A legacy project "
+                "(MIXPANEL_EVENT_TIME=project_local) has days in its timezone: "
+                f"MIXPANEL_PROJECT_TIMEZONE ({self.timezone}) probably differs from the one in "
+                "the Mixpanel project's settings: make them the same."
             )
         elif status == 402:
             advice = (
@@ -399,17 +446,19 @@ class MixpanelExportClient:
             advice = "Mixpanel refused the export request; check the request parameters."
         raise MixpanelExportError(f"{advice} (HTTP {status}: {message})")
 
-    def _backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
-        exponential = min(self._retry_max_seconds, self._retry_base_seconds * 2 ** (attempt - 1))
-        jittered = exponential * random.uniform(0.5, 1.0)
-        return max(jittered, retry_after or 0.0)
 
+class MixpanelRateLimitedError(MixpanelExportError):
+    """Not now: the rate budget has no free query, or Mixpanel answered 429."""
 
-class _RetryableStatus(Exception):
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        super().__init__(message, transient=True)
         self.retry_after = retry_after
+
+
+def _problem(error: BaseException | None) -> str:
+    if isinstance(error, RetryLater | IncompleteExportError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _is_gzip(response: requests.Response) -> bool:
@@ -444,13 +493,3 @@ def _error_message(response: requests.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"]
     return text.strip()
-
-
-def _retry_after_seconds(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -19,6 +19,8 @@ SECOND = 1.0
 # Requests reach Mixpanel a little later than they leave, not all equally late: keep a margin so
 # that two queries a window apart here are still a window apart there.
 MARGIN = 0.1
+# The longest wait that keeps a query "free now": the per-second window's, never the hour's.
+SECOND_WINDOW_WAIT = SECOND + MARGIN
 
 
 class RateBudget:
@@ -53,16 +55,44 @@ class RateBudget:
         """Book the next free slot (epoch seconds) and return it."""
         with self._coordinator.update_state(self._name) as state:
             now = self._clock()
-            slots = sorted(slot for slot in state.value or [] if slot > now - HOUR)
-            slot = max([now, *slots])
-            moved = True
-            while moved:
-                moved = False
-                for limit, window in self._limits:
-                    recent = [earlier for earlier in slots if earlier > slot - window]
-                    if len(recent) >= limit:
-                        slot = recent[-limit] + window + MARGIN
-                        moved = True
-            slots.append(slot)
-            state.value = slots
+            slots = _recent(state.value, now)
+            slot = self._earliest(now, slots)
+            state.value = [*slots, slot]
         return slot
+
+    def take_if_free(self, within_seconds: float = 0.0) -> float | None:
+        """Book a slot only if one is free within ``within_seconds`` (then wait for it), never
+        waiting for the budget's lock or for the hourly window.
+
+        None when a slot was booked; else the seconds until one may be (queued bookings of runs
+        come first).
+        """
+        with self._coordinator.try_update_state(self._name) as state:
+            if state is None:
+                return SECOND  # another process is booking this very moment
+            now = self._clock()
+            slots = _recent(state.value, now)
+            slot = self._earliest(now, slots)
+            if slot - now > within_seconds:
+                return slot - now
+            state.value = [*slots, slot]
+        if slot > now:
+            self._sleep(slot - now)
+        return None
+
+    def _earliest(self, now: float, slots: list[float]) -> float:
+        """The earliest slot after every booked one that keeps both windows under their limits."""
+        slot = max([now, *slots])
+        moved = True
+        while moved:
+            moved = False
+            for limit, window in self._limits:
+                recent = [earlier for earlier in slots if earlier > slot - window]
+                if len(recent) >= limit:
+                    slot = recent[-limit] + window + MARGIN
+                    moved = True
+        return slot
+
+
+def _recent(value: list[float] | None, now: float) -> list[float]:
+    return sorted(slot for slot in value or [] if slot > now - HOUR)

@@ -10,7 +10,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from mixpanel_assets.coordination import COORDINATION_VARIABLE, coordinator
-from mixpanel_assets.mixpanel.event_time import EVENT_TIME_REGIMES, export_day
+from mixpanel_assets.mixpanel.event_time import export_day, export_timezone
 from mixpanel_assets.mixpanel.export_client import (
     REGION_EXPORT_URLS,
     ExportQuery,
@@ -21,6 +21,7 @@ from mixpanel_assets.settings import (
     ConfigError,
     env_or_default,
     require_non_empty,
+    validate_event_time,
     validate_timezone,
 )
 
@@ -105,12 +106,11 @@ class MixpanelResource(ConfigurableResource):
         return REGION_EXPORT_URLS[region]
 
     def checked_event_time(self) -> str:
-        if self.event_time not in EVENT_TIME_REGIMES:
-            raise ConfigError(
-                f"MIXPANEL_EVENT_TIME={self.event_time!r} is not valid: use utc (projects created "
-                "since 2023) or project_local (older projects that store local wall-clock time)."
-            )
-        return self.event_time
+        return validate_event_time(self.event_time)
+
+    def export_timezone(self) -> str:
+        """The zone of this project's export days: UTC, or the project's for legacy projects."""
+        return export_timezone(self.checked_event_time(), validate_timezone(self.project_timezone))
 
     def get_client(self) -> MixpanelExportClient:
         require_non_empty(
@@ -130,7 +130,7 @@ class MixpanelResource(ConfigurableResource):
             username=self.service_account_username,
             secret=self.service_account_secret,
             export_url=self.resolved_export_url(),
-            timezone=validate_timezone(self.project_timezone),
+            timezone=self.export_timezone(),
             read_timeout_seconds=self.read_timeout_seconds,
             max_attempts=self.max_attempts,
             retry_base_seconds=self.retry_base_seconds,
@@ -156,6 +156,4 @@ class MixpanelResource(ConfigurableResource):
 
     def export_day_of(self, raw_time: Any) -> date:
         """The export day Mixpanel files an event of this project under."""
-        return export_day(
-            raw_time, regime=self.checked_event_time(), timezone=self.project_timezone
-        )
+        return export_day(raw_time)

@@ -6,14 +6,17 @@ watermark it carried, the largest ``mp_processing_time_ms`` of the export it cam
 one-line probe asks Mixpanel whether that day now has any event processed after it. So a day
 counts as done only once its late events have reached the destination, not once a re-run was
 asked for. The cursor remembers which watermark a re-run was requested for: the day is asked
-about again when a re-run moved its watermark, or when that re-run failed.
+about again when a re-run moved its watermark, or when that re-run failed (after a doubling
+pause, a bounded number of times). A probe never waits for the rate budget or for Mixpanel: a
+rate-limited tick requests nothing and the next one tries again.
 """
 
-import json
+import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetRecordsFilter,
     DagsterRunStatus,
@@ -28,11 +31,16 @@ from dagster import (
 )
 
 from mixpanel_assets.mixpanel.assets import WATERMARK
-from mixpanel_assets.mixpanel.export_client import MixpanelExportError
+from mixpanel_assets.mixpanel.export_client import MixpanelExportError, MixpanelRateLimitedError
+from mixpanel_assets.mixpanel.late_reruns import CHECK_NAME, LateRerun, dump_cursor, load_cursor
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 
 TRIGGER_TAG = "mixpanel_assets/trigger"
 PARTITION_TAG = "dagster/partition"
+# Dagster gives up on a sensor tick after 60 s: probing stops in time for the tick to end well
+# inside that, whatever Mixpanel does; a probe's own timeouts keep it under PROBE_SECONDS.
+TICK_SECONDS = 40.0
+PROBE_SECONDS = 20.0
 
 
 def late_events_where(watermark_ms: int) -> str:
@@ -46,9 +54,12 @@ def build_late_events_sensor(
     loaded_asset: str,
     recent_days: int,
     interval_seconds: int,
+    max_reruns: int = 3,
 ) -> SensorDefinition:
     """The sensor; ``loaded_asset`` is the last asset of the chain, whose materializations record
-    the watermark a day reached the destination with."""
+    the watermark a day reached the destination with. A day whose re-runs keep failing is asked
+    again after a doubling pause, ``max_reruns`` times at most, then reported on the check
+    ``late_events_reloaded`` of ``loaded_asset``."""
 
     @sensor(
         name="late_events_sensor",
@@ -60,29 +71,62 @@ def build_late_events_sensor(
     def late_events_sensor(
         context: SensorEvaluationContext, mixpanel: MixpanelResource
     ) -> SensorResult:
-        requested: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        started, now = time.monotonic(), time.time()
+        entries = load_cursor(context.cursor)
         keys = partitions_def.get_partition_keys(current_time=datetime.now(UTC))[-recent_days:]
         client = mixpanel.get_client()
-        run_requests, probe_failures = [], []
+        run_requests, check_events = [], []
+        probe_failures, waiting, given_up, unprobed = [], [], [], []
         for key in keys:
             watermark = _loaded_watermark(context, loaded_asset, key)
             if watermark is None:
                 continue
+            entry = entries.get(key)
+            if entry is not None and entry.watermark != watermark:
+                if entry.reported:  # loaded since (by hand, say): the day is whole again
+                    check_events.append(_check(loaded_asset, key, True, entry, max_reruns))
+                del entries[key]  # the mark moved: a fresh start
+                entry = None
             retry_of = None
-            if requested.get(key) == watermark:
+            if entry is not None:
                 retry_of = _failed_late_run(context, key)
                 if retry_of is None:
                     continue  # the re-run is pending, running, or landed without moving the mark
+                if entry.requests >= max_reruns:
+                    if not entry.reported:
+                        check_events.append(_check(loaded_asset, key, False, entry, max_reruns))
+                        entry.reported = True
+                        context.log.warning(
+                            f"{key}: {entry.requests} late-events re-runs failed; no more are "
+                            f"requested (see the check {CHECK_NAME})"
+                        )
+                    given_up.append(key)
+                    continue
+                if now < entry.not_before:
+                    waiting.append(key)
+                    continue
+            if time.monotonic() - started > TICK_SECONDS - PROBE_SECONDS:
+                unprobed = keys[keys.index(key) :]
+                break
             day = date.fromisoformat(key)
             query = replace(mixpanel.query(day, day, late_events_where(watermark)), limit=1)
             try:
-                late = client.count_events(query)
+                late = client.probe_count(query)
+            except MixpanelRateLimitedError as limited:
+                wait = f" (retry after {limited.retry_after:.0f} s)" if limited.retry_after else ""
+                return SensorResult(
+                    skip_reason=f"rate-limited: {limited}{wait}; nothing requested this tick, "
+                    "the next tick probes again",
+                    cursor=context.cursor,
+                )
             except MixpanelExportError as problem:
                 context.log.warning(f"late-event probe for {key} failed: {problem}")
                 probe_failures.append(key)
                 continue
             if late:
-                requested[key] = watermark
+                entry = LateRerun(watermark, requests=entry.requests + 1 if entry else 1)
+                entry.not_before = now + entry.backoff_seconds(interval_seconds)
+                entries[key] = entry
                 run_key = f"late-events:{key}:{watermark}"
                 run_requests.append(
                     RunRequest(
@@ -91,15 +135,43 @@ def build_late_events_sensor(
                         tags={TRIGGER_TAG: "late_events"},
                     )
                 )
-        cursor = json.dumps({key: requested[key] for key in keys if key in requested})
-        if not run_requests:
-            reason = f"no late events in {keys[0]}..{keys[-1]}" if keys else "no closed days yet"
-            if probe_failures:
-                reason += f"; probes failed for {probe_failures}"
-            return SensorResult(skip_reason=reason, cursor=cursor)
-        return SensorResult(run_requests=run_requests, cursor=cursor)
+        cursor = dump_cursor(entries, keys)
+        if run_requests:
+            return SensorResult(run_requests=run_requests, cursor=cursor, asset_events=check_events)
+        reason = f"nothing to re-run in {keys[0]}..{keys[-1]}" if keys else "no closed days yet"
+        if probe_failures:
+            reason += f"; probes failed for {probe_failures}"
+        if waiting:
+            reason += f"; failed re-runs of {waiting} are asked again after a pause"
+        if given_up:
+            reason += (
+                f"; gave up on {given_up} after {max_reruns} failed re-runs: see the check "
+                f"{CHECK_NAME} and re-run them by hand"
+            )
+        if unprobed:
+            reason += f"; out of time before probing {unprobed}: the next tick goes on"
+        return SensorResult(skip_reason=reason, cursor=cursor, asset_events=check_events)
 
     return late_events_sensor
+
+
+def _check(
+    asset: str, key: str, passed: bool, entry: LateRerun, max_reruns: int
+) -> AssetCheckEvaluation:
+    """The day's ``late_events_reloaded`` verdict: failed when the sensor gave up on it."""
+    return AssetCheckEvaluation(
+        asset_key=AssetKey(asset),
+        check_name=CHECK_NAME,
+        partition=key,
+        passed=passed,
+        metadata={"day": key, "watermark_ms": entry.watermark, "re_runs_requested": entry.requests},
+        description=None
+        if passed
+        else f"{key} received late events after watermark {entry.watermark}, and the "
+        f"{entry.requests} re-runs the late-events sensor requested for it failed; it asks no "
+        f"more (at most {max_reruns}, MIXPANEL_ASSETS_LATE_MAX_RERUNS). See those runs' logs, "
+        f"fix the cause, then re-run {key} by hand.",
+    )
 
 
 def _loaded_watermark(context: SensorEvaluationContext, asset: str, key: str) -> int | None:

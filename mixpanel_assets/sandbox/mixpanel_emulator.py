@@ -280,11 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
 class MixpanelEmulator:
     """Mixpanel's Raw Event Export API on 127.0.0.1, serving deterministic synthetic days.
 
-    Dates are days in ``timezone``; ``time_regime`` is ``"utc"`` (projects created after 2023)
-    or ``"project_local"`` (legacy projects: ``time`` is local wall-clock time read as UTC).
-    Every day up to ``today()`` is whole (``events_per_day`` lines plus late events), today
-    included, so that exports are reproducible. ``project_id``, ``timezone``, ``time_regime``
-    and ``events_per_day`` are public for callers that configure a client against it.
+    ``time_regime`` is ``"utc"`` (projects created since 2023: ``from_date``/``to_date`` are
+    UTC days whatever ``timezone`` says) or ``"project_local"`` (legacy projects: dates are days
+    in ``timezone`` and ``time`` is local wall-clock time read as UTC); ``day_timezone`` is the
+    zone of the dates. Every day up to ``today()`` is whole (``events_per_day`` lines plus late
+    events), today included, so that exports are reproducible. ``project_id``, ``timezone``,
+    ``time_regime`` and ``events_per_day`` are public for callers that configure a client.
     """
 
     def __init__(
@@ -307,9 +308,11 @@ class MixpanelEmulator:
             raise ValueError(f"time_regime must be one of {TIME_REGIMES}, got {time_regime!r}")
         if events_per_day < 0 or chunk_size < 1:
             raise ValueError("events_per_day must be >= 0 and chunk_size >= 1")
-        zone = ZoneInfo(timezone)  # fails early on an unknown zone
+        ZoneInfo(timezone)  # fails early on an unknown zone
         self.project_id = project_id
         self.timezone = timezone
+        self.day_timezone = timezone if time_regime == "project_local" else "UTC"
+        zone = ZoneInfo(self.day_timezone)
         self.time_regime = time_regime
         self.events_per_day = events_per_day
         self._username = username
@@ -389,7 +392,7 @@ class MixpanelEmulator:
             self.project_id,
             day,
             events_per_day=self.events_per_day,
-            timezone=self.timezone,
+            timezone=self.day_timezone,
             time_regime=self.time_regime,
         )
         return itertools.chain(synthetic, late)
@@ -411,7 +414,7 @@ class MixpanelEmulator:
                 count=count,
                 batch=batch,
                 processed_at_ms=processed_at_ms,
-                timezone=self.timezone,
+                timezone=self.day_timezone,
                 time_regime=self.time_regime,
             )
             self._late_batches[day] = batch + 1
@@ -433,7 +436,7 @@ class MixpanelEmulator:
             self.project_id,
             day,
             events_per_day=self.events_per_day,
-            timezone=self.timezone,
+            timezone=self.day_timezone,
             time_regime=self.time_regime,
         )
         highest = max(

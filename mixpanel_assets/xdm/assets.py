@@ -309,9 +309,14 @@ def _offset_advice(offset_minutes: int) -> str:
     side = "after" if offset_minutes > 0 else "before"
     return (
         f"Mixpanel processed the day's live events a median {shift} {side} their time: "
-        "'time' looks read in the wrong timezone. A project created before 2023 stores local "
-        "wall-clock time: set MIXPANEL_EVENT_TIME=project_local and MIXPANEL_PROJECT_TIMEZONE "
-        "to the project's zone (or, if they are set, check them), then re-run the day."
+        "'time' looks read in the wrong timezone. If MIXPANEL_EVENT_TIME is utc (the default), "
+        "the project was probably created before 2023 and stores local wall-clock time: set "
+        "MIXPANEL_EVENT_TIME=project_local and MIXPANEL_PROJECT_TIMEZONE to the zone of the "
+        "Mixpanel project's settings. If it is already project_local, either "
+        "MIXPANEL_PROJECT_TIMEZONE differs from that zone, or the project stores UTC: set "
+        "MIXPANEL_EVENT_TIME=utc. Changing MIXPANEL_EVENT_TIME changes the partitions' days "
+        "(UTC days for utc, project days for project_local): follow docs/upgrading.md, then "
+        "re-run the days."
     )
 
 

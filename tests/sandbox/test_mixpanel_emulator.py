@@ -280,13 +280,29 @@ def test_date_validation(emulator: MixpanelEmulator) -> None:
     assert reversed_range.status_code == 400
 
 
-def test_default_today_is_the_date_in_the_project_timezone() -> None:
+@pytest.mark.parametrize(
+    ("regime", "days_zone"), [("project_local", "Pacific/Kiritimati"), ("utc", "UTC")]
+)
+def test_today_is_the_date_where_export_days_are(regime: str, days_zone: str) -> None:
+    """Legacy projects' export days are in their timezone; since 2023 they are UTC days."""
     zone = "Pacific/Kiritimati"  # UTC+14: usually a day ahead of UTC
-    with MixpanelEmulator(timezone=zone, events_per_day=3) as mp:
-        today = datetime.now(ZoneInfo(zone)).date()
+    with MixpanelEmulator(timezone=zone, time_regime=regime, events_per_day=3) as mp:
+        today = datetime.now(ZoneInfo(days_zone)).date()
         assert export(mp, from_date=str(today), to_date=str(today)).status_code == 200
         tomorrow = str(today + timedelta(days=1))
         assert export(mp, from_date=tomorrow, to_date=tomorrow).status_code == 400
+
+
+def test_a_utc_project_exports_utc_days_whatever_its_timezone() -> None:
+    """Mixpanel's reference: for projects created since 2023 from_date/to_date are UTC days."""
+    with MixpanelEmulator(
+        timezone="America/Los_Angeles", events_per_day=300, today=lambda: TODAY
+    ) as mp:
+        body = split_body(export(mp, from_date=str(DAY), to_date=str(DAY)).content)
+    days = {
+        datetime.fromtimestamp(props["time"], ZoneInfo("UTC")).date() for props in props_of(body)
+    }
+    assert days == {DAY}
 
 
 def test_date_range_is_inclusive(emulator: MixpanelEmulator) -> None:
