@@ -16,7 +16,8 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
-from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, coordinator
+from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, _lock_key, coordinator
+from mixpanel_assets.errors import LockLostError
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
 from mixpanel_assets.settings import ConfigError
 from tests.dagster_cli import DAGSTER, materialize_command
@@ -177,3 +178,94 @@ def test_a_bad_coordination_url_names_the_variable_and_hides_the_password(
     ):
         pass
     assert "hunter2" not in str(failed.value) and "***" in str(failed.value)
+
+
+def _lock_holder_pid(url: str, name: str) -> int | None:
+    """The server process (session) that holds the advisory lock ``name``, if any."""
+    key = _lock_key(name)
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (key,),
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _someone_else_can_take(url: str, name: str) -> bool:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(name),))
+        (taken,) = cursor.fetchone()
+    return taken  # the connection closes here, releasing it again
+
+
+def test_a_lock_outlives_the_servers_idle_session_timeout(postgres: PostgresServer) -> None:
+    """Hours of AEP polling leave the lock's connection idle: the heartbeat keeps it."""
+    url = postgres.create_database("idle_locks")
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        connection.autocommit = True
+        cursor.execute("ALTER DATABASE idle_locks SET idle_session_timeout = '1s'")
+    name = "aep_ingested_batches:1/2026-11-01"
+    with PostgresCoordinator(url, heartbeat_seconds=0.3).lock(name) as held:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert not _someone_else_can_take(url, name), "the lock was dropped while held"
+            time.sleep(0.5)
+        held.verify()
+    assert _someone_else_can_take(url, name), "released at the end of the block"
+
+
+def test_a_dropped_lock_is_taken_again_reported_and_never_fails_the_block_at_exit(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.create_database("dropped_locks")
+    name = "aep_ingested_batches:1/2026-11-02"
+    with PostgresCoordinator(url, heartbeat_seconds=0.2).lock(name) as held:
+        first = _lock_holder_pid(url, name)
+        assert first is not None
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (first,))
+        deadline = time.monotonic() + 10
+        while _lock_holder_pid(url, name) in (None, first) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = _lock_holder_pid(url, name)
+        assert second not in (None, first), "the holder reconnected and took the lock again"
+        assert held.lost
+        with pytest.raises(LockLostError, match="aep_ingested_batches:1/2026-11-02"):
+            held.verify()
+    # Leaving the block did not raise (the unlock of a dropped session is not an error).
+    assert _lock_holder_pid(url, name) is None
+
+
+def test_a_lock_taken_by_another_while_dropped_stays_theirs(postgres: PostgresServer) -> None:
+    url = postgres.create_database("stolen_locks")
+    name = "aep_ingested_batches:1/2026-11-03"
+    with PostgresCoordinator(url, heartbeat_seconds=0.2).lock(name) as held:
+        other = psycopg2.connect(url)
+        try:
+            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", (_lock_holder_pid(url, name),))
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+            other_pid = other.get_backend_pid()
+            time.sleep(1.0)
+            assert held.lost and _lock_holder_pid(url, name) == other_pid
+            with pytest.raises(LockLostError):
+                held.verify()
+        finally:
+            other.close()
+
+
+def test_verify_asks_the_server_now_not_at_the_next_heartbeat(postgres: PostgresServer) -> None:
+    url = postgres.create_database("verified_locks")
+    name = "aep_ingested_batches:1/2026-11-04"
+    with PostgresCoordinator(url, heartbeat_seconds=3600).lock(name) as held:
+        held.verify()  # held without a gap so far
+        first = _lock_holder_pid(url, name)
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (first,))
+        time.sleep(0.2)
+        with pytest.raises(LockLostError):
+            held.verify()
+        assert _lock_holder_pid(url, name) not in (None, first), "taken again at once"
