@@ -93,6 +93,11 @@ def require_https(variable: str, url: str, example: str) -> str:
             f"{variable} must not carry credentials in the URL ({redact_url(url)}): the "
             "project's credential variables hold them."
         )
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"{variable}={redact_url(url)!r} must not carry a query string or fragment: the "
+            f"client adds its own parameters; give the bare URL, e.g. {example}."
+        )
     if parts.scheme == "http" and not is_loopback_host(host):
         raise ConfigError(
             f"{variable}={redact_url(url)!r} uses plain http: credentials and tokens would "

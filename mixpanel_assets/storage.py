@@ -29,6 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import Field
 
 from mixpanel_assets.coordination import Coordinator, coordinator
+from mixpanel_assets.redaction import redact_text, redact_url
 from mixpanel_assets.settings import ConfigError
 
 MANIFEST = "manifest.json"
@@ -64,7 +65,7 @@ class FileStore:
     def location(self, name: str = "") -> str:
         """Where ``name`` is, for people: a local path, or the object's URL."""
         path = self._path(name) if name else self.root
-        return path if self.is_local else self.fs.unstrip_protocol(path)
+        return path if self.is_local else redact_url(self.fs.unstrip_protocol(path))
 
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self._path(name))
@@ -265,7 +266,8 @@ class PartitionFiles(ConfigurableResource):
                 else "use a local path or an s3://, gs:// or abfs:// URL"
             )
             raise ConfigError(
-                f"{DATA_DIR_VARIABLE}={self.data_dir!r} cannot be opened ({problem}): {hint}."
+                f"{DATA_DIR_VARIABLE}={redact_url(self.data_dir)!r} cannot be opened "
+                f"({redact_text(str(problem), (self.data_dir,))}): {hint}."
             ) from None
         return FileStore(fs, f"{root.rstrip('/')}/{asset}", self.scratch_dir)
 
