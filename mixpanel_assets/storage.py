@@ -276,3 +276,29 @@ class PartitionFiles(ConfigurableResource):
 
     def coordinator(self) -> Coordinator:
         return coordinator(self.coordination_url)
+
+    def check_usable(self) -> None:
+        """Write and remove a small file in the data dir (and the scratch dir, for object
+        storage): a run learns at once, naming the variable, that it could not keep its work."""
+        store = self.asset_store("")
+        probe = f".usable-{uuid.uuid4().hex[:12]}"
+        try:
+            store.write_bytes(probe, b"")
+            store.remove(probe)
+        except Exception as problem:  # whatever the filesystem raises: not usable, say why
+            raise ConfigError(
+                f"{DATA_DIR_VARIABLE}={redact_url(self.data_dir)!r} is not usable: writing "
+                f"{redact_url(store.location(probe))} failed "
+                f"({type(problem).__name__}: {redact_text(str(problem), (self.data_dir,))}). "
+                "Point it at a folder (or bucket prefix) this run may write to."
+            ) from None
+        if store.is_local or not self.scratch_dir:
+            return
+        try:
+            os.makedirs(self.scratch_dir, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.scratch_dir).close()
+        except OSError as problem:
+            raise ConfigError(
+                f"{SCRATCH_DIR_VARIABLE}={self.scratch_dir!r} is not usable ({problem}): point "
+                "it at a local folder this run may write to, or leave it empty for the temp dir."
+            ) from None
