@@ -14,11 +14,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, instance_for_test, materialize
 
 from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, _lock_key, coordinator
 from mixpanel_assets.errors import LockLostError
-from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
+from mixpanel_assets.pipeline import build_definitions
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
 from mixpanel_assets.settings import ConfigError
 from tests.dagster_cli import DAGSTER, materialize_command
 from tests.services import PostgresServer
@@ -269,3 +270,51 @@ def test_verify_asks_the_server_now_not_at_the_next_heartbeat(postgres: Postgres
         with pytest.raises(LockLostError):
             held.verify()
         assert _lock_holder_pid(url, name) not in (None, first), "taken again at once"
+
+
+def test_a_day_lock_lost_while_aep_processes_the_batch_never_fails_the_day(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's connection drops once its batch exists: the day still succeeds, one batch live."""
+    url = postgres.create_database("lost_while_processing")
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    with local_sandbox(tmp_path / "data", events_per_day=200, processing_seconds=3.0) as sandbox:
+        for name, value in sandbox.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MIXPANEL_ASSETS_COORDINATION_URL", url)
+        lock_name = f"aep_ingested_batches:{sandbox.mixpanel.project_id}/{day}"
+        dropped: list[int] = []
+        stop = threading.Event()
+
+        def drop_the_lock_once_the_batch_exists() -> None:
+            while not stop.wait(0.05):
+                batches = sandbox.platform.batches(sandbox.dataset_id)
+                holder = _lock_holder_pid(url, lock_name)
+                if holder and any(batch["status"] != "loading" for batch in batches):
+                    with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                        cursor.execute("SELECT pg_terminate_backend(%s)", (holder,))
+                    dropped.append(holder)
+                    return
+
+        dropper = threading.Thread(target=drop_the_lock_once_the_batch_exists, daemon=True)
+        dropper.start()
+        defs = build_definitions()
+        try:
+            with instance_for_test() as instance:
+                result = materialize(
+                    [*defs.assets, *defs.asset_checks],
+                    partition_key=day,
+                    instance=instance,
+                    resources=defs.resources,
+                    raise_on_error=False,
+                )
+        finally:
+            stop.set()
+            dropper.join()
+        assert dropped, "the day's lock was dropped while AEP processed the batch"
+        assert result.success, [
+            str(event.step_failure_data.error)
+            for event in result.all_events
+            if event.is_step_failure
+        ]
+        assert len(set(sandbox.platform.dataset_records(sandbox.dataset_id)["batch_id"])) == 1
