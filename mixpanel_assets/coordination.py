@@ -41,6 +41,7 @@ _CONNECT_TIMEOUT_SECONDS = 10
 # A held lock's connection: a query this often keeps idle-session timeouts and proxies from
 # closing it; TCP keepalives keep NATs open and find a dead peer within about a minute.
 HEARTBEAT_SECONDS = 30.0
+_WAIT_RECONNECTS = 5  # connections dropped in a row while waiting for a lock, before failing
 _KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 30,
@@ -199,6 +200,10 @@ class PostgresCoordinator:
     def heartbeat_seconds(self) -> float:
         return self._heartbeat_seconds
 
+    @property
+    def url(self) -> str:
+        return self._url
+
 
 class _LockSession:
     """One advisory lock on its own connection, kept alive by a heartbeat thread."""
@@ -216,9 +221,28 @@ class _LockSession:
         )
 
     def acquire(self) -> None:
-        self._connection = self._owner.connect()
-        with self._connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+        """Wait for the lock (behind a run that may hold it for hours); a connection dropped
+        while waiting is made again, a few times in a row at most."""
+        import psycopg2
+
+        for attempt in range(1, _WAIT_RECONNECTS + 1):
+            self._connection = self._owner.connect()
+            try:
+                with self._connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+                break
+            except psycopg2.OperationalError as problem:
+                self._close()
+                if attempt == _WAIT_RECONNECTS:
+                    raise ConfigError(
+                        f"{COORDINATION_VARIABLE}={redact_url(self._owner.url)} dropped the "
+                        f"connection {attempt} times while waiting for the lock "
+                        f"{self.held.name!r}: {redact_text(str(problem).strip())}"
+                    ) from None
+                time.sleep(min(2.0**attempt, 30.0))
+            except BaseException:
+                self._close()
+                raise
         self._holding = True
         self._thread.start()
 

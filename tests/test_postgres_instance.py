@@ -318,3 +318,38 @@ def test_a_day_lock_lost_while_aep_processes_the_batch_never_fails_the_day(
             if event.is_step_failure
         ]
         assert len(set(sandbox.platform.dataset_records(sandbox.dataset_id)["batch_id"])) == 1
+
+
+def test_a_waiter_whose_connection_drops_keeps_waiting(postgres: PostgresServer) -> None:
+    url = postgres.create_database("dropped_waiters")
+    name = "aep_ingested_batches:1/2026-11-05"
+    acquired = threading.Event()
+    holder = psycopg2.connect(url)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+
+        def wait_for_the_lock() -> None:
+            with PostgresCoordinator(url).lock(name):
+                acquired.set()
+
+        waiter = threading.Thread(target=wait_for_the_lock, daemon=True)
+        waiter.start()
+        waiting = None
+        deadline = time.monotonic() + 10
+        while waiting is None and time.monotonic() < deadline:
+            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                row = cursor.fetchone()
+                waiting = row[0] if row else None
+            time.sleep(0.1)
+        assert waiting is not None
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (waiting,))
+        time.sleep(3.0)  # the waiter reconnects (after 2 s) and waits again
+        assert not acquired.is_set() and waiter.is_alive()
+    finally:
+        holder.close()
+    assert acquired.wait(30), "the waiter took the lock once its holder let go"
