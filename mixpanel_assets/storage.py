@@ -29,6 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import Field
 
 from mixpanel_assets.coordination import Coordinator, coordinator
+from mixpanel_assets.redaction import redact_text, redact_url
 from mixpanel_assets.settings import ConfigError
 
 MANIFEST = "manifest.json"
@@ -64,7 +65,7 @@ class FileStore:
     def location(self, name: str = "") -> str:
         """Where ``name`` is, for people: a local path, or the object's URL."""
         path = self._path(name) if name else self.root
-        return path if self.is_local else self.fs.unstrip_protocol(path)
+        return path if self.is_local else redact_url(self.fs.unstrip_protocol(path))
 
     def read_bytes(self, name: str) -> bytes:
         return self.fs.cat_file(self._path(name))
@@ -265,7 +266,8 @@ class PartitionFiles(ConfigurableResource):
                 else "use a local path or an s3://, gs:// or abfs:// URL"
             )
             raise ConfigError(
-                f"{DATA_DIR_VARIABLE}={self.data_dir!r} cannot be opened ({problem}): {hint}."
+                f"{DATA_DIR_VARIABLE}={redact_url(self.data_dir)!r} cannot be opened "
+                f"({redact_text(str(problem), (self.data_dir,))}): {hint}."
             ) from None
         return FileStore(fs, f"{root.rstrip('/')}/{asset}", self.scratch_dir)
 
@@ -274,3 +276,29 @@ class PartitionFiles(ConfigurableResource):
 
     def coordinator(self) -> Coordinator:
         return coordinator(self.coordination_url)
+
+    def check_usable(self) -> None:
+        """Write and remove a small file in the data dir (and the scratch dir, for object
+        storage): a run learns at once, naming the variable, that it could not keep its work."""
+        store = self.asset_store("")
+        probe = f".usable-{uuid.uuid4().hex[:12]}"
+        try:
+            store.write_bytes(probe, b"")
+            store.remove(probe)
+        except Exception as problem:  # whatever the filesystem raises: not usable, say why
+            raise ConfigError(
+                f"{DATA_DIR_VARIABLE}={redact_url(self.data_dir)!r} is not usable: writing "
+                f"{redact_url(store.location(probe))} failed "
+                f"({type(problem).__name__}: {redact_text(str(problem), (self.data_dir,))}). "
+                "Point it at a folder (or bucket prefix) this run may write to."
+            ) from None
+        if store.is_local or not self.scratch_dir:
+            return
+        try:
+            os.makedirs(self.scratch_dir, exist_ok=True)
+            tempfile.TemporaryFile(dir=self.scratch_dir).close()
+        except OSError as problem:
+            raise ConfigError(
+                f"{SCRATCH_DIR_VARIABLE}={self.scratch_dir!r} is not usable ({problem}): point "
+                "it at a local folder this run may write to, or leave it empty for the temp dir."
+            ) from None

@@ -619,3 +619,47 @@ def test_readme_deploying_section_gives_the_commands_it_relies_on() -> None:
         "mixpanel_export",
     ):
         assert command in section, command
+
+
+# --- Object storage settings ---------------------------------------------------------------------
+
+AWS_VARIABLE = re.compile(r"\bAWS_[A-Z0-9_]+\b")
+
+
+def _variables_botocore_reads() -> set[str]:
+    """The AWS_* variables the botocore that the `s3` extra installs reads, from botocore itself."""
+    import inspect
+
+    import botocore.configprovider
+    import botocore.credentials
+
+    read = {
+        name
+        for spec in botocore.configprovider.BOTOCORE_DEFAUT_SESSION_VARIABLES.values()
+        for name in ([spec[1]] if isinstance(spec[1], str) else list(spec[1] or []))
+    }
+    provider = botocore.credentials.EnvProvider
+    read |= {provider.ACCESS_KEY, provider.SECRET_KEY, *provider.TOKENS}
+    if "name='AWS_ENDPOINT_URL'" in inspect.getsource(botocore.configprovider):
+        read.add("AWS_ENDPOINT_URL")
+    return read
+
+
+def test_the_s3_settings_named_are_the_ones_botocore_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    named_in = (DOCKER_ENV_EXAMPLE, DOCKER_INSTANCE, CONFIG_MAP, ROOT / "docs" / "security.md")
+    named = {name for path in named_in for name in AWS_VARIABLE.findall(path.read_text())}
+    # docs/security.md names AWS_REGION once, to say botocore does not read it.
+    named.discard("AWS_REGION")
+    assert "AWS_DEFAULT_REGION" in named
+    assert named <= _variables_botocore_reads(), sorted(named - _variables_botocore_reads())
+    for path in (DOCKER_ENV_EXAMPLE, DOCKER_INSTANCE):
+        assert "AWS_REGION" not in AWS_VARIABLE.findall(path.read_text()), path
+
+    import botocore.session
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert botocore.session.Session().get_config_variable("region") is None
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    assert botocore.session.Session().get_config_variable("region") == "eu-west-3"

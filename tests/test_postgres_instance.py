@@ -14,10 +14,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, instance_for_test, materialize
 
-from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, coordinator
-from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
+from mixpanel_assets.coordination import STATE_TABLE, PostgresCoordinator, _lock_key, coordinator
+from mixpanel_assets.errors import LockLostError
+from mixpanel_assets.pipeline import build_definitions
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
 from mixpanel_assets.settings import ConfigError
 from tests.dagster_cli import DAGSTER, materialize_command
 from tests.services import PostgresServer
@@ -177,3 +179,177 @@ def test_a_bad_coordination_url_names_the_variable_and_hides_the_password(
     ):
         pass
     assert "hunter2" not in str(failed.value) and "***" in str(failed.value)
+
+
+def _lock_holder_pid(url: str, name: str) -> int | None:
+    """The server process (session) that holds the advisory lock ``name``, if any."""
+    key = _lock_key(name)
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (key,),
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _someone_else_can_take(url: str, name: str) -> bool:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(name),))
+        (taken,) = cursor.fetchone()
+    return taken  # the connection closes here, releasing it again
+
+
+def test_a_lock_outlives_the_servers_idle_session_timeout(postgres: PostgresServer) -> None:
+    """Hours of AEP polling leave the lock's connection idle: the heartbeat keeps it."""
+    url = postgres.create_database("idle_locks")
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        connection.autocommit = True
+        cursor.execute("ALTER DATABASE idle_locks SET idle_session_timeout = '1s'")
+    name = "aep_ingested_batches:1/2026-11-01"
+    with PostgresCoordinator(url, heartbeat_seconds=0.3).lock(name) as held:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert not _someone_else_can_take(url, name), "the lock was dropped while held"
+            time.sleep(0.5)
+        held.verify()
+    assert _someone_else_can_take(url, name), "released at the end of the block"
+
+
+def test_a_dropped_lock_is_taken_again_reported_and_never_fails_the_block_at_exit(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.create_database("dropped_locks")
+    name = "aep_ingested_batches:1/2026-11-02"
+    with PostgresCoordinator(url, heartbeat_seconds=0.2).lock(name) as held:
+        first = _lock_holder_pid(url, name)
+        assert first is not None
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (first,))
+        deadline = time.monotonic() + 10
+        while _lock_holder_pid(url, name) in (None, first) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = _lock_holder_pid(url, name)
+        assert second not in (None, first), "the holder reconnected and took the lock again"
+        assert held.lost
+        with pytest.raises(LockLostError, match="aep_ingested_batches:1/2026-11-02"):
+            held.verify()
+    # Leaving the block did not raise (the unlock of a dropped session is not an error).
+    assert _lock_holder_pid(url, name) is None
+
+
+def test_a_lock_taken_by_another_while_dropped_stays_theirs(postgres: PostgresServer) -> None:
+    url = postgres.create_database("stolen_locks")
+    name = "aep_ingested_batches:1/2026-11-03"
+    with PostgresCoordinator(url, heartbeat_seconds=0.2).lock(name) as held:
+        other = psycopg2.connect(url)
+        try:
+            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", (_lock_holder_pid(url, name),))
+            with other.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+            other_pid = other.get_backend_pid()
+            time.sleep(1.0)
+            assert held.lost and _lock_holder_pid(url, name) == other_pid
+            with pytest.raises(LockLostError):
+                held.verify()
+        finally:
+            other.close()
+
+
+def test_verify_asks_the_server_now_not_at_the_next_heartbeat(postgres: PostgresServer) -> None:
+    url = postgres.create_database("verified_locks")
+    name = "aep_ingested_batches:1/2026-11-04"
+    with PostgresCoordinator(url, heartbeat_seconds=3600).lock(name) as held:
+        held.verify()  # held without a gap so far
+        first = _lock_holder_pid(url, name)
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (first,))
+        time.sleep(0.2)
+        with pytest.raises(LockLostError):
+            held.verify()
+        assert _lock_holder_pid(url, name) not in (None, first), "taken again at once"
+
+
+def test_a_day_lock_lost_while_aep_processes_the_batch_never_fails_the_day(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's connection drops once its batch exists: the day still succeeds, one batch live."""
+    url = postgres.create_database("lost_while_processing")
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    with local_sandbox(tmp_path / "data", events_per_day=200, processing_seconds=3.0) as sandbox:
+        for name, value in sandbox.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MIXPANEL_ASSETS_COORDINATION_URL", url)
+        lock_name = f"aep_ingested_batches:{sandbox.mixpanel.project_id}/{day}"
+        dropped: list[int] = []
+        stop = threading.Event()
+
+        def drop_the_lock_once_the_batch_exists() -> None:
+            while not stop.wait(0.05):
+                batches = sandbox.platform.batches(sandbox.dataset_id)
+                holder = _lock_holder_pid(url, lock_name)
+                if holder and any(batch["status"] != "loading" for batch in batches):
+                    with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                        cursor.execute("SELECT pg_terminate_backend(%s)", (holder,))
+                    dropped.append(holder)
+                    return
+
+        dropper = threading.Thread(target=drop_the_lock_once_the_batch_exists, daemon=True)
+        dropper.start()
+        defs = build_definitions()
+        try:
+            with instance_for_test() as instance:
+                result = materialize(
+                    [*defs.assets, *defs.asset_checks],
+                    partition_key=day,
+                    instance=instance,
+                    resources=defs.resources,
+                    raise_on_error=False,
+                )
+        finally:
+            stop.set()
+            dropper.join()
+        assert dropped, "the day's lock was dropped while AEP processed the batch"
+        assert result.success, [
+            str(event.step_failure_data.error)
+            for event in result.all_events
+            if event.is_step_failure
+        ]
+        assert len(set(sandbox.platform.dataset_records(sandbox.dataset_id)["batch_id"])) == 1
+
+
+def test_a_waiter_whose_connection_drops_keeps_waiting(postgres: PostgresServer) -> None:
+    url = postgres.create_database("dropped_waiters")
+    name = "aep_ingested_batches:1/2026-11-05"
+    acquired = threading.Event()
+    holder = psycopg2.connect(url)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+
+        def wait_for_the_lock() -> None:
+            with PostgresCoordinator(url).lock(name):
+                acquired.set()
+
+        waiter = threading.Thread(target=wait_for_the_lock, daemon=True)
+        waiter.start()
+        waiting = None
+        deadline = time.monotonic() + 10
+        while waiting is None and time.monotonic() < deadline:
+            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                row = cursor.fetchone()
+                waiting = row[0] if row else None
+            time.sleep(0.1)
+        assert waiting is not None
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (waiting,))
+        time.sleep(3.0)  # the waiter reconnects (after 2 s) and waits again
+        assert not acquired.is_set() and waiter.is_alive()
+    finally:
+        holder.close()
+    assert acquired.wait(30), "the waiter took the lock once its holder let go"

@@ -39,6 +39,8 @@ from mixpanel_assets.aep.day_batch import (
 from mixpanel_assets.aep.replay import SettledDay, settle_day
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.aep.target_schema import SchemaMismatchError, read_target_schema
+from mixpanel_assets.coordination import HeldLock
+from mixpanel_assets.errors import LockLostError
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS, WATERMARK
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
@@ -101,8 +103,10 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
             # One run of a day at a time from here on, on whatever machine: two would both
             # replay the same predecessor and both stay live (the queued run coordinator's
             # per-day limit does not cover the CLI).
-            with partition_files.coordinator().lock(f"{AEP_BATCHES}:{day_tag}"):
-                return _load_day(context, aep, folder, records_path, xdm_manifest, day_tag, client)
+            with partition_files.coordinator().lock(f"{AEP_BATCHES}:{day_tag}") as day_lock:
+                return _load_day(
+                    context, aep, folder, records_path, xdm_manifest, day_tag, client, day_lock
+                )
 
     return aep_ingested_batches
 
@@ -115,6 +119,7 @@ def _load_day(
     xdm_manifest: dict[str, Any],
     day_tag: str,
     client: AEPClient,
+    day_lock: HeldLock,
 ) -> MaterializeResult:
     """Settle the day's earlier batches, load the new one and record it."""
     key = context.partition_key
@@ -131,6 +136,12 @@ def _load_day(
         raise Failure(f"could not settle the day's earlier batches: {problem}") from None
     if settled.aborted:
         context.log.warning(f"aborted batch(es) {settled.aborted}, left loading by a dead run")
+    # Once the batch exists, a later run of the day sees it and waits for it or aborts it; until
+    # then the day's lock must have been held without a gap since the batches were settled.
+    try:
+        day_lock.verify()
+    except LockLostError as problem:
+        raise Failure(f"{problem} No batch was created.") from None
     watermark = xdm_manifest["raw_watermark_ms"] or 0
     if xdm_manifest["records"] == 0:
         return _empty_day(key, settled, watermark)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mixpanel_assets.aep.client import DEFAULT_SCOPES, AEPClient
 from mixpanel_assets.aep.day_batch import MAX_SMALL_FILE_BYTES
+from mixpanel_assets.redaction import require_https
 from mixpanel_assets.settings import (
     ConfigError,
     env_int_or_default,
@@ -102,6 +103,8 @@ def build_client(
             f"AEP_ORG_ID={org_id!r} is not an IMS org id: copy it from the Developer Console "
             "credential; it ends with @AdobeOrg."
         )
+    require_https("AEP_IMS_URL", ims_url, DEFAULT_IMS_URL)
+    require_https("AEP_PLATFORM_URL", platform_url, DEFAULT_PLATFORM_URL)
     if sandbox_name != sandbox_name.lower():
         raise ConfigError(
             f"AEP_SANDBOX_NAME={sandbox_name!r} must be the AEP sandbox's all-lowercase name, "

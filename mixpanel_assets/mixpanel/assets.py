@@ -33,6 +33,7 @@ from mixpanel_assets.mixpanel.export_client import (
     UnsplittableExportError,
 )
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.preflight import check_run_settings
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
 
@@ -61,6 +62,7 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
         client's own retries makes the step try again later (``step_retries``); a refusal
         (credentials, plan, access, timezone, URL) fails at once.
         """
+        check_run_settings(context, mixpanel, partition_files)
         window = context.partition_time_window
         if window.end > datetime.now(UTC):
             raise Failure(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
-from urllib.parse import urlparse
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -17,6 +16,7 @@ from mixpanel_assets.mixpanel.export_client import (
     MixpanelExportClient,
 )
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
+from mixpanel_assets.redaction import require_https
 from mixpanel_assets.settings import (
     ConfigError,
     env_or_default,
@@ -85,18 +85,9 @@ class MixpanelResource(ConfigurableResource):
 
     def resolved_export_url(self) -> str:
         if self.export_url:
-            parsed = urlparse(self.export_url)
-            if parsed.username is not None or parsed.password is not None:
-                raise ConfigError(
-                    "MIXPANEL_EXPORT_URL must not carry credentials: put them in "
-                    "MIXPANEL_SERVICE_ACCOUNT_USERNAME and MIXPANEL_SERVICE_ACCOUNT_SECRET."
-                )
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ConfigError(
-                    f"MIXPANEL_EXPORT_URL={self.export_url!r} is not an http(s) URL: give the "
-                    "full URL of the export endpoint, e.g. https://data.mixpanel.com/api/2.0/export."
-                )
-            return self.export_url
+            return require_https(
+                "MIXPANEL_EXPORT_URL", self.export_url, "https://data.mixpanel.com/api/2.0/export"
+            )
         region = self.region.strip().upper()
         if region not in REGION_EXPORT_URLS:
             raise ConfigError(

@@ -17,7 +17,9 @@ import gc
 import hashlib
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -239,12 +241,27 @@ _worker_spec: MappingSpec | None = None
 def _start_worker(fields: dict[str, Any]) -> None:
     """Rebuild the spec in the worker (its compiled form holds functions, which do not pickle)."""
     global _worker_spec
+    _exit_with_parent()
     _worker_spec = MappingSpec.model_construct(**fields)
     _worker_spec.compiled  # noqa: B018 (compile once, before the first chunk)
     # A worker's per-event objects hold no reference cycles: the spec and modules need no
     # more scanning, and young-object collections every 700 allocations would be wasted.
     gc.freeze()
     gc.set_threshold(_WORKER_GC_THRESHOLD)
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the run's process is gone (killed, it cannot stop us): a
+    worker waiting for chunks would otherwise wait forever, holding memory and a CPU slot."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _map_chunk_in_worker(chunk: bytes) -> _ChunkOutcome:
