@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from dagster import instance_for_test, materialize
 
+from mixpanel_assets.errors import ConfigError
 from mixpanel_assets.pipeline import build_definitions
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
 
@@ -31,12 +32,22 @@ MISCONFIGURED = {
 }
 
 
+# Settings the partitions are built from: checked when the code location loads.
+READ_AT_LOAD = {"MIXPANEL_EVENT_TIME"}
+
+
 @pytest.mark.parametrize("variable", sorted(MISCONFIGURED))
 def test_a_misconfigured_run_spends_no_mixpanel_query(
     variable: str, sandbox: LocalSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     value = MISCONFIGURED[variable](tmp_path)
     monkeypatch.setenv(variable, value)
+    if variable in READ_AT_LOAD:
+        # The partitions depend on it: the code location itself refuses to load.
+        with pytest.raises(ConfigError, match=variable):
+            build_definitions()
+        assert sandbox.mixpanel.request_log == [], "no Mixpanel query was spent"
+        return
     defs = build_definitions()
     day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     with instance_for_test() as instance:
