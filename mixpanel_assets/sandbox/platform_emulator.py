@@ -94,6 +94,12 @@ _LINE_LIMIT = 65536
 _XED_CONTENT_TYPE = "application/vnd.adobe.xed+json;version=1"
 _XED_FULL = "application/vnd.adobe.xed-full+json;version=1"
 _XED_ID = "application/vnd.adobe.xed-id+json"
+# Statuses a finished batch may reach later in AEP, outside any request of ours.
+_LATER_STATUSES = frozenset({"archived", "retained", "deleted", "inactive"})
+_ROW_ERROR_FILES = ("parsing_errors_0.json", "conversion_errors_0.json")
+_DESCRIPTOR_FORMS = frozenset(
+    f"application/vnd.adobe.xdm{suffix}+json" for suffix in ("", "-id", "-link")
+)
 _IDENTITY_MAP_FIELD_GROUP = "https://ns.adobe.com/xdm/context/identitymap"
 # The global field groups a tenant schema may use: those the mapping fills.
 _GLOBAL_FIELD_GROUPS = frozenset({_IDENTITY_MAP_FIELD_GROUP, *FIELD_GROUP_IDS})
@@ -119,6 +125,7 @@ class RequestLogEntry:
     method: str
     path: str
     status: int
+    accept: str = ""  # the request's Accept header
 
 
 @dataclass
@@ -441,6 +448,10 @@ class PlatformEmulator:
     """
 
     max_file_bytes: int = MAX_FILE_BYTES  # per-file upload limit; tests may lower it
+    # False: the Catalog's batch list ignores its ``tags`` filter (a defect a client must survive).
+    honours_tag_filter: bool = True
+    # The most descriptors one ``-v2`` page holds, whatever ``limit`` asks (500 in AEP's docs).
+    descriptor_page_limit: int = 500
 
     def __init__(
         self,
@@ -512,6 +523,11 @@ class PlatformEmulator:
                 "GET",
                 re.compile(r"/data/foundation/export/batches/(?P<batch>[^/]+)/failed"),
                 self._failed_rows,
+            ),
+            (
+                "GET",
+                re.compile(r"/data/foundation/export/batches/(?P<batch>[^/]+)/meta"),
+                self._batch_meta,
             ),
             ("GET", re.compile(r"/data/foundation/schemaregistry/stats"), self._registry_stats),
             (
@@ -629,7 +645,8 @@ class PlatformEmulator:
             return dataset.id
 
     def dataset_records(self, dataset_id: str) -> pd.DataFrame:
-        """The records live in the dataset: those of ``success`` batches, in batch order."""
+        """The records live in the dataset: those of ``success`` (or ``retained``) batches, in
+        batch order."""
         with self._lock:
             if dataset_id not in self._datasets:
                 raise KeyError(f"no dataset {dataset_id!r}")
@@ -637,7 +654,7 @@ class PlatformEmulator:
                 (
                     batch
                     for batch in self._batches.values()
-                    if batch.dataset_id == dataset_id and batch.status == "success"
+                    if batch.dataset_id == dataset_id and batch.status in ("success", "retained")
                 ),
                 key=lambda batch: (batch.created, batch.id),
             )
@@ -700,6 +717,17 @@ class PlatformEmulator:
                 _BatchFault(failure={"code": code, "description": description})
             )
 
+    def set_batch_status(self, batch_id: str, status: str) -> None:
+        """Move a finished batch on as AEP's own lifecycle may (``archived`` to cold storage,
+        ``retained``, ``deleted``): the Catalog shows the new status from now on."""
+        if status not in _LATER_STATUSES:
+            raise ValueError(f"status must be one of {sorted(_LATER_STATUSES)}")
+        with self._lock:
+            batch = self._batch_or_404(batch_id)
+            batch.status = status
+            batch.updated = _now_ms()
+            self._save()
+
     def reject_rows_of_next_batch(self, count: int) -> None:
         """AEP's processing rejects the first ``count`` valid rows of the next completed batch,
         as the failed-row diagnostics show; the batch's partial-ingestion threshold decides."""
@@ -728,7 +756,14 @@ class PlatformEmulator:
             logger.exception("the platform emulator failed on %s %s", request.method, request.path)
             response = _problem(500, "The local platform failed; see its log.").response
         with self._lock:
-            self._request_log.append(RequestLogEntry(request.method, request.path, response.status))
+            self._request_log.append(
+                RequestLogEntry(
+                    request.method,
+                    request.path,
+                    response.status,
+                    request.headers.get("Accept", ""),
+                )
+            )
         return response
 
     def _take_fault(self, request: _Request) -> _Fault | None:
@@ -1007,7 +1042,10 @@ class PlatformEmulator:
                 if (dataset_id is None or batch.dataset_id == dataset_id)
                 and (external_id is None or batch.external_id == external_id)
                 and (not statuses or batch.status in statuses)
-                and all(_has_tag(batch.tags, name, pattern) for name, pattern in tag_filters)
+                and (
+                    not self.honours_tag_filter
+                    or all(_has_tag(batch.tags, name, pattern) for name, pattern in tag_filters)
+                )
             ]
             chosen.sort(
                 key=lambda batch: (getattr(batch, order_field), batch.id),
@@ -1018,15 +1056,17 @@ class PlatformEmulator:
 
     def _list_datasets(self, request: _Request, match: re.Match[str]) -> _Response:
         limit = _whole_number(request.param("limit") or "20", "limit", 1, 100)
+        start = _whole_number(request.param("start") or "0", "start", 0, None)
         name = request.param("name")
-        matches_name = _name_pattern(name).fullmatch if name is not None else None
+        matches_name = _name_condition(name) if name is not None else None
         with self._lock:
             chosen = [
                 dataset
                 for dataset in sorted(self._datasets.values(), key=lambda item: item.created)
                 if matches_name is None or matches_name(dataset.name)
             ]
-            views = {dataset.id: self._dataset_view(dataset) for dataset in chosen[:limit]}
+            page = chosen[start : start + limit]
+            views = {dataset.id: self._dataset_view(dataset) for dataset in page}
         properties = request.param("properties")
         return _json(200, {key: _select(view, properties) for key, view in views.items()})
 
@@ -1083,13 +1123,18 @@ class PlatformEmulator:
         return dataset
 
     def _failed_rows(self, request: _Request, match: re.Match[str]) -> _Response:
-        """Without ``path``, the batch's failed-row files; with it, that file's rows."""
+        """Without ``path``, the failed batch's failed-row files; with it, that file's rows.
+
+        A batch that went live despite failed rows (partial ingestion) lists none here: its rows
+        are in the ``row_errors`` meta files.
+        """
         with self._lock:
             batch = self._batch_or_404(unquote(match["batch"]))
+            live = batch.status != "failed"
         path = self._diagnostics_path(batch.id)
         name = request.param("path")
         if name is None:
-            size = path.stat().st_size if path.exists() else 0
+            size = path.stat().st_size if path.exists() and not live else 0
             listing = [{"name": "_SUCCESS", "length": "0"}]
             if size:
                 listing.append({"name": path.name, "length": str(size)})
@@ -1099,9 +1144,37 @@ class PlatformEmulator:
             return _json(200, {"data": listing, "_page": {"limit": 100, "count": len(listing)}})
         if name == "_SUCCESS":
             return _Response(200, content_type="application/octet-stream")
-        if name != path.name or not path.exists():
+        if name != path.name or not path.exists() or live:
             raise _problem(404, f"Batch {batch.id} has no failed-row file {name!r}.")
         return _Response(200, content_type="application/x-ndjson", file=path)
+
+    def _batch_meta(self, request: _Request, match: re.Match[str]) -> _Response:
+        """``path=row_errors`` lists the batch's row-error files; ``row_errors/<name>`` reads one
+        (kept when the batch had error diagnostics: AEP's partial-ingestion diagnostics)."""
+        with self._lock:
+            batch = self._batch_or_404(unquote(match["batch"]))
+        folder = self._row_errors_dir(batch.id)
+        name = request.param("path")
+        if name is None:
+            raise _problem(400, "path is required, e.g. path=row_errors or path=input_files.")
+        if name.rstrip("/") == "row_errors":
+            files = sorted(folder.iterdir()) if folder.exists() else []
+            listing = [
+                {
+                    "name": file.name,
+                    "length": str(file.stat().st_size),
+                    "_links": {
+                        "self": {"href": f"{self.url}{request.path}?path=row_errors%2F{file.name}"}
+                    },
+                }
+                for file in files
+            ]
+            return _json(200, {"data": listing, "_page": {"limit": 100, "count": len(listing)}})
+        folder_name, _, file_name = name.partition("/")
+        file = folder / file_name
+        if folder_name != "row_errors" or file_name not in _ROW_ERROR_FILES or not file.exists():
+            raise _problem(404, f"Batch {batch.id} has no meta file {name!r}.")
+        return _Response(200, content_type="application/json", file=file)
 
     def _batch_view(self, batch: _Batch) -> dict[str, Any]:
         view: dict[str, Any] = {
@@ -1345,19 +1418,61 @@ class PlatformEmulator:
         return schema.id
 
     def _list_descriptors(self, request: _Request, match: re.Match[str]) -> _Response:
-        """Descriptors by ``@type``: objects (xdm+json), ids (xdm-id+json) or paths (default)."""
+        """Descriptors as objects (xdm+json), ids (xdm-id+json) or paths (xdm-link+json), grouped
+        by ``@type``; with ``-v2`` (``xdm-v2+json``...) a page of ``results`` and ``_page``."""
         accept = _media_type(request.headers.get("Accept"))
-        grouped: dict[str, list[Any]] = {}
+        paged = accept.startswith("application/vnd.adobe.xdm-v2")
+        form = accept.replace("xdm-v2", "xdm", 1)
+        if form not in _DESCRIPTOR_FORMS:
+            raise _problem(
+                400,
+                "The Accept header must be one of application/vnd.adobe.xdm[-v2][-id|-link]+json "
+                "(no version) for the descriptors endpoint.",
+            )
+        condition = _property_condition(request.param("property"))
         with self._lock:
-            for descriptor in self._descriptors.values():
-                if accept == "application/vnd.adobe.xdm+json":
-                    entry: Any = {**descriptor.body, "@id": descriptor.id}
-                elif accept == "application/vnd.adobe.xdm-id+json":
-                    entry = descriptor.id
-                else:
-                    entry = f"/tenant/descriptors/{descriptor.id}"
-                grouped.setdefault(descriptor.body["@type"], []).append(entry)
-        return _json(200, grouped)
+            descriptors = [
+                {**descriptor.body, "@id": descriptor.id, "meta:containerId": "tenant"}
+                for descriptor in self._descriptors.values()
+            ]
+        if condition is not None:
+            descriptors = [item for item in descriptors if condition(item)]
+        if not paged:
+            grouped: dict[str, list[Any]] = {}
+            for item in sorted(descriptors, key=lambda item: item["@id"]):
+                grouped.setdefault(item["@type"], []).append(_descriptor_entry(item, form))
+            return _json(200, grouped)
+        limit = _whole_number(request.param("limit") or "300", "limit", 0, 500)
+        limit = min(limit, self.descriptor_page_limit)
+        order = request.param("orderby") or "@id"
+        field_name = order.removeprefix("-")
+        if field_name not in ("@id", "@type", "xdm:sourceSchema"):
+            raise _problem(400, "orderby must be [-]@id, [-]@type or [-]xdm:sourceSchema.")
+        descending = order.startswith("-")
+
+        def value(item: dict[str, Any]) -> str:
+            return str(item.get(field_name))
+
+        descriptors.sort(key=lambda item: (value(item), item["@id"]), reverse=descending)
+        start = request.param("start")
+        if start is not None:  # where the page begins: the previous page's ``_page.next``
+            descriptors = [
+                item
+                for item in descriptors
+                if (value(item) <= start if descending else value(item) >= start)
+            ]
+        page, rest = descriptors[:limit], descriptors[limit:]
+        return _json(
+            200,
+            {
+                "results": [_descriptor_entry(item, form) for item in page],
+                "_page": {
+                    "orderby": order,
+                    "next": value(rest[0]) if rest and page else None,
+                    "count": len(page),
+                },
+            },
+        )
 
     def _create_descriptor(self, request: _Request, match: re.Match[str]) -> _Response:
         body = _json_body(request)
@@ -1517,6 +1632,8 @@ class PlatformEmulator:
             status, errors = _verdict(batch, len(files), tally)
             accepted, failed = tally.accepted, sum(tally.failures.values())
             if failed:
+                if batch.diagnostics:
+                    _split_row_errors(failed_temp, self._row_errors_dir(batch.id))
                 self._diagnostics_path(batch.id).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(failed_temp, self._diagnostics_path(batch.id))
             if status == "success":
@@ -1549,8 +1666,8 @@ class PlatformEmulator:
         batch.metrics = outcome.metrics or None
         batch.failed_record_count = outcome.failed
         batch.errors = outcome.errors or None
-        if outcome.status == "success":
-            batch.record_count = outcome.accepted
+        if outcome.metrics:  # Catalog's recordCount: every record processed, failed ones too
+            batch.record_count = outcome.accepted + outcome.failed
         retired: list[_Batch] = []
         if outcome.status == "success" and batch.replay:
             for reference in batch.replay["predecessors"]:
@@ -1585,6 +1702,9 @@ class PlatformEmulator:
 
     def _diagnostics_path(self, batch_id: str) -> Path:
         return self._state_dir / "diagnostics" / f"{batch_id}.jsonl"
+
+    def _row_errors_dir(self, batch_id: str) -> Path:
+        return self._state_dir / "diagnostics" / batch_id / "row_errors"
 
     def _temp_path(self) -> Path:
         return self._tmp_dir / uuid.uuid4().hex
@@ -1664,6 +1784,29 @@ def _verdict(batch: _Batch, file_count: int, tally: Tally) -> tuple[str, list[di
     ]
 
 
+def _split_row_errors(failed_rows: Path, folder: Path) -> None:
+    """A batch's failed rows as AEP's row-error files: rows that are not JSON objects (1401)
+    under parsing errors, the others under conversion errors; each row keeps its codes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as files, failed_rows.open("rb") as rows:
+        outputs: dict[str, BinaryIO] = {}
+        for line in rows:
+            code = orjson.loads(line)["_errors"][0]["code"]
+            name = _ROW_ERROR_FILES[0] if code == "1401" else _ROW_ERROR_FILES[1]
+            if name not in outputs:
+                outputs[name] = files.enter_context((folder / name).open("wb"))
+            outputs[name].write(line)
+
+
+def _descriptor_entry(descriptor: dict[str, Any], form: str) -> Any:
+    """One descriptor as the Accept header asks: the object, its id or its API path."""
+    if form == "application/vnd.adobe.xdm-id+json":
+        return descriptor["@id"]
+    if form == "application/vnd.adobe.xdm-link+json":
+        return f"/tenant/descriptors/{descriptor['@id']}"
+    return descriptor
+
+
 def _whole_number(text: str, name: str, lowest: int, highest: int | None) -> int:
     if not text.isdigit() or int(text) < lowest or (highest is not None and int(text) > highest):
         bounds = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
@@ -1693,8 +1836,16 @@ def _has_tag(tags: dict[str, Any], name: str, pattern: re.Pattern[str]) -> bool:
     return any(pattern.fullmatch(str(value)) for value in values)
 
 
+def _name_condition(text: str) -> Callable[[str], bool]:
+    """Catalog's property filter on ``name``: a leading ``!`` negates, ``,`` separates
+    alternatives (any may match), ``*`` is a wildcard and ``**`` a literal asterisk."""
+    negated = text.startswith("!")
+    patterns = [_name_pattern(value) for value in text.removeprefix("!").split(",")]
+    return lambda name: any(pattern.fullmatch(name) for pattern in patterns) != negated
+
+
 def _name_pattern(name: str) -> re.Pattern[str]:
-    """Catalog's ``name`` filter: ``*`` is a wildcard and ``**`` a literal asterisk."""
+    """One ``name`` value: ``*`` is a wildcard and ``**`` a literal asterisk."""
     parts = [".*".join(re.escape(piece) for piece in part.split("*")) for part in name.split("**")]
     return re.compile(re.escape("*").join(parts))
 

@@ -113,13 +113,19 @@ class Platform:
         return batch
 
     def failed_rows(self, batch_id: str) -> list[dict[str, Any]]:
-        """Every failed row: the listing of the batch's failed-row files, then each file."""
-        path = f"/data/foundation/export/batches/{batch_id}/failed"
-        listing = self.get(path)
+        """Every failed row: a failed batch's under ``/failed``, else (a batch that went live
+        with failed rows) those of its ``row_errors`` meta files."""
+        return self._rows(batch_id, "failed", "") or self._rows(batch_id, "meta", "row_errors")
+
+    def _rows(self, batch_id: str, endpoint: str, folder: str) -> list[dict[str, Any]]:
+        """The listing of the batch's files at ``endpoint``, then each file's rows."""
+        path = f"/data/foundation/export/batches/{batch_id}/{endpoint}"
+        listing = self.get(path, path=folder) if folder else self.get(path)
         assert listing.status_code == 200, listing.text
         rows = []
         for file in listing.json()["data"]:
-            content = self.get(path, path=file["name"])
+            name = f"{folder}/{file['name']}" if folder else file["name"]
+            content = self.get(path, path=name)
             assert content.status_code == 200
             assert len(content.content) == int(file["length"])
             rows.extend(orjson.loads(line) for line in content.content.splitlines())
@@ -385,7 +391,7 @@ def test_invalid_records_fail_the_batch_and_are_kept_as_failed_rows(
     assert batch["status"] == "failed"
     assert batch["failedRecordCount"] == 6
     assert batch["metrics"]["outputRecordCount"] == 0
-    assert "recordCount" not in batch
+    assert batch["recordCount"] == 7, "every processed record, the failed ones too"
     summary, *by_code = batch["errors"]
     assert summary["code"] == "INGEST-1212-400"
     assert summary["description"].startswith("Encountered 6 errors in the data.")
@@ -442,7 +448,7 @@ def test_partial_ingestion_accepts_failures_up_to_its_percentage(
     stored = emulator.dataset_records(dataset_id)
     assert len(stored) == (len(good) if status == "success" else 0)
     if status == "success":
-        assert batch["recordCount"] == len(good)
+        assert batch["recordCount"] == 10
         assert batch["errors"][0]["description"].startswith(
             f"Encountered {bad} errors in the data. Successfully ingested {len(good)} rows."
         )
@@ -842,7 +848,7 @@ def test_queued_batch_faults_fail_a_batch_or_reject_some_rows(
     ]
     assert (partial["status"], partial["recordCount"], partial["failedRecordCount"]) == (
         "success",
-        1,
+        2,
         1,
     )
     (row,) = platform.failed_rows(partial["id"])
@@ -914,7 +920,7 @@ def test_a_big_batch_is_validated_by_worker_processes_as_one_pass_would(tmp_path
     batch = workers["batch"]
     assert (batch["status"], batch["recordCount"], batch["failedRecordCount"]) == (
         "success",
-        131,
+        137,
         6,
     )
     for key in ("status", "recordCount", "failedRecordCount", "metrics", "errors"):
