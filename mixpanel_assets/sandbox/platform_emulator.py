@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import re
@@ -53,10 +52,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
-from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self, cast
@@ -77,11 +74,14 @@ from mixpanel_assets.sandbox.batch_validation import (
     record_parts,
     validate_batch,
 )
-from mixpanel_assets.xdm.schema import (
+from mixpanel_assets.sandbox.record_checks import record_schema
+from mixpanel_assets.sandbox.xdm_registry import (
     CLASS_ID,
-    FIELD_GROUP_IDS,
-    tenant_field_group,
-    to_aep_notation,
+    EXPERIENCE_EVENT_FIELD_GROUPS,
+    IDENTITY_MAP_FIELD_GROUP,
+    compose,
+    global_library,
+    project_field_group,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,9 +100,8 @@ _ROW_ERROR_FILES = ("parsing_errors_0.json", "conversion_errors_0.json")
 _DESCRIPTOR_FORMS = frozenset(
     f"application/vnd.adobe.xdm{suffix}+json" for suffix in ("", "-id", "-link")
 )
-_IDENTITY_MAP_FIELD_GROUP = "https://ns.adobe.com/xdm/context/identitymap"
-# The global field groups a tenant schema may use: those the mapping fills.
-_GLOBAL_FIELD_GROUPS = frozenset({_IDENTITY_MAP_FIELD_GROUP, *FIELD_GROUP_IDS})
+# The global field groups a tenant schema may use.
+_GLOBAL_FIELD_GROUPS = frozenset({IDENTITY_MAP_FIELD_GROUP, *EXPERIENCE_EVENT_FIELD_GROUPS})
 # Names of the schema the ``create_dataset`` shortcut puts datasets on.
 _BUILT_IN_FIELD_GROUP = "Mixpanel fields (local platform built-in)"
 _BUILT_IN_SCHEMA = "Mixpanel ExperienceEvent (local platform built-in)"
@@ -1380,9 +1379,7 @@ class PlatformEmulator:
 
     def _resolved(self, resource: _RegistryResource) -> dict[str, Any]:
         """``properties`` and ``required`` of the resource with every $ref and allOf merged in."""
-        documents = {**_global_library(), **self._tenant_documents()}
-        merged = _resolve(resource.body, resource.body, documents, depth=0)
-        return {"properties": merged.get("properties", {}), "required": merged.get("required", [])}
+        return compose(resource.body, {**global_library(), **self._tenant_documents()})
 
     def _tenant_documents(self) -> dict[str, dict[str, Any]]:
         return {
@@ -1402,11 +1399,16 @@ class PlatformEmulator:
                 "title": _BUILT_IN_FIELD_GROUP,
                 "type": "object",
                 "meta:intendedToExtend": [CLASS_ID],
-                "definitions": {"mixpanel": tenant_field_group(self._tenant_id)},
+                "definitions": {"mixpanel": project_field_group(self._tenant_id)},
                 "allOf": [{"$ref": "#/definitions/mixpanel"}],
             },
         )
-        references = [CLASS_ID, _IDENTITY_MAP_FIELD_GROUP, *FIELD_GROUP_IDS, field_group.id]
+        references = [
+            CLASS_ID,
+            IDENTITY_MAP_FIELD_GROUP,
+            *EXPERIENCE_EVENT_FIELD_GROUPS,
+            field_group.id,
+        ]
         schema = self._add_resource(
             "schemas",
             {
@@ -1616,6 +1618,9 @@ class PlatformEmulator:
         """
         upload_dir = self._uploads_dir / batch.id
         files = sorted(path for path in upload_dir.rglob("*") if path.is_file())
+        with self._lock:  # the dataset's schema as the registry composes it now
+            schema = self._registry[self._datasets[batch.dataset_id].schema_id]
+            composed = record_schema(self._resolved(schema))
         records_temp, failed_temp = self._temp_path(), self._temp_path()
         records_temp.mkdir()
         try:
@@ -1624,7 +1629,7 @@ class PlatformEmulator:
                 records_temp,
                 failed_temp,
                 batch_id=batch.id,
-                tenant_id=self._tenant_id,
+                schema=composed,
                 now=datetime.now(UTC),
                 rejected_rows=rejected_rows,
                 parallel_min_bytes=self._parallel_min_bytes,
@@ -1887,80 +1892,6 @@ def _alt_id(resource_id: str) -> str:
     """``https://ns.adobe.com/<tenant>/schemas/<id>`` -> ``_<tenant>.schemas.<id>``."""
     tenant, noun, name = resource_id.removeprefix("https://ns.adobe.com/").split("/")
     return f"_{tenant}.{noun}.{name}"
-
-
-@cache
-def _global_library() -> dict[str, dict[str, Any]]:
-    """The global container: Adobe's shipped XDM resources by ``$id``, in AEP notation."""
-    library: dict[str, dict[str, Any]] = {}
-    folders = [resources.files("mixpanel_assets.xdm") / "schemas" / "components"]
-    while folders:
-        for entry in folders.pop().iterdir():
-            if entry.is_dir():
-                folders.append(entry)
-            elif entry.name.endswith(".schema.json"):
-                source = json.loads(entry.read_text(encoding="utf-8"))
-                library[source["$id"]] = to_aep_notation(source)
-    return library
-
-
-def _resolve(
-    node: Any, document: dict[str, Any], documents: dict[str, dict[str, Any]], depth: int
-) -> Any:
-    """``node`` with every ``$ref`` replaced by its target and every ``allOf`` merged into one
-    object (properties deep-merged, required lists joined): the registry's xed-full form."""
-    if depth > 64:
-        raise _problem(500, "A schema refers to itself too deeply to be resolved.")
-    if isinstance(node, list):
-        return [_resolve(item, document, documents, depth + 1) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        target_document, target = _dereference(node["$ref"], document, documents)
-        return _resolve(target, target_document, documents, depth + 1)
-    result: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in ("allOf", "definitions", "$id", "$schema"):
-            continue
-        if key == "properties" and isinstance(value, dict):
-            result[key] = {
-                name: _resolve(child, document, documents, depth + 1)
-                for name, child in value.items()
-            }
-        else:
-            result[key] = _resolve(value, document, documents, depth + 1)
-    for part in node.get("allOf", []):
-        _merge(result, _resolve(part, document, documents, depth + 1))
-    return result
-
-
-def _dereference(
-    reference: str, document: dict[str, Any], documents: dict[str, dict[str, Any]]
-) -> tuple[dict[str, Any], Any]:
-    address, _, pointer = reference.partition("#")
-    target_document = documents.get(address) if address else document
-    if target_document is None:
-        raise _problem(500, f"The local platform does not know {address}.")
-    target: Any = target_document
-    for part in filter(None, unquote(pointer).split("/")):
-        target = target[part.replace("~1", "/").replace("~0", "~")]
-    return target_document, target
-
-
-def _merge(target: dict[str, Any], source: dict[str, Any]) -> None:
-    for key, value in source.items():
-        if key == "properties" and isinstance(value, dict):
-            properties = target.setdefault("properties", {})
-            for name, child in value.items():
-                if isinstance(properties.get(name), dict) and isinstance(child, dict):
-                    _merge(properties[name], child)
-                else:
-                    properties.setdefault(name, child)
-        elif key == "required" and isinstance(value, list):
-            required = target.setdefault("required", [])
-            required.extend(name for name in value if name not in required)
-        else:
-            target.setdefault(key, value)
 
 
 def _json_body(request: _Request) -> dict[str, Any]:

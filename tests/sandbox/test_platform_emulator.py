@@ -6,6 +6,8 @@ documented contract, which is what the client is then tested against.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -975,3 +977,79 @@ def test_records_stored_as_one_file_per_batch_are_read_after_an_upgrade(tmp_path
         Platform(after).ingest(dataset_id, jsonl(event("a3")), replay=replay)
         assert list(after.dataset_records(dataset_id)["_id"]) == ["a3"]
     assert not folder.exists()
+
+
+def test_records_are_judged_by_the_datasets_own_schema(platform: Platform) -> None:
+    strict_fields = {
+        "title": "Scores",
+        "type": "object",
+        "meta:intendedToExtend": [EXPERIENCE_EVENT],
+        "definitions": {
+            "scores": {
+                "properties": {
+                    "_localsandbox": {
+                        "type": "object",
+                        "properties": {
+                            "score": {"type": "integer", "minimum": 0},
+                            "level": {"type": "string", "enum": ["low", "high"]},
+                        },
+                        "required": ["score"],
+                    }
+                }
+            }
+        },
+        "allOf": [{"$ref": "#/definitions/scores"}],
+    }
+    field_group = post(platform, f"{REGISTRY}/tenant/fieldgroups", strict_fields)
+    assert field_group.status_code == 201, field_group.text
+    refs = [{"$ref": EXPERIENCE_EVENT}, {"$ref": field_group.json()["$id"]}]
+    schema = post(
+        platform, f"{REGISTRY}/tenant/schemas", {"title": "S", "type": "object", "allOf": refs}
+    )
+    dataset = post(
+        platform,
+        "/data/foundation/catalog/dataSets",
+        {"name": "scores", "schemaRef": {"id": schema.json()["$id"], "contentType": XED}},
+    )
+    dataset_id = dataset.json()[0].rsplit("/", 1)[-1]
+    records = [
+        event("fits", _localsandbox={"score": 3, "level": "high"}),
+        event("text", _localsandbox={"score": "3"}),
+        event("negative", _localsandbox={"score": -1}),
+        event("missing", _localsandbox={"level": "high"}),
+        event("off-list", _localsandbox={"score": 1, "level": "medium"}),
+        event("empty", _localsandbox={"score": 1}, extra={"deep": [{}]}),
+    ]
+
+    batch = platform.ingest(dataset_id, jsonl(*records), partialIngestionPercent=90)
+
+    assert (batch["status"], batch["failedRecordCount"]) == ("success", 5)
+    rows = {
+        orjson.loads(row["_corrupt_record"])["_id"]: row
+        for row in platform.failed_rows(batch["id"])
+    }
+    verdicts = {
+        record_id: {
+            (error["code"], error["pointerToViolation"]) for error in row["_validationErrors"]
+        }
+        for record_id, row in rows.items()
+    }
+    assert verdicts == {
+        "text": {("1550", "#/_localsandbox/score")},
+        "negative": {("1550", "#/_localsandbox/score")},
+        "missing": {("1555", "#/_localsandbox")},
+        "off-list": {("1550", "#/_localsandbox/level")},
+        "empty": {("1555", "#/extra/deep/0")},
+    }
+
+
+def test_the_local_platform_never_imports_the_mapping() -> None:
+    code = (
+        "import sys, mixpanel_assets.sandbox.platform_emulator, "
+        "mixpanel_assets.sandbox.batch_validation; "
+        "print(sorted(m for m in sys.modules if m.startswith('mixpanel_assets.xdm')))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.strip() == "[]"
