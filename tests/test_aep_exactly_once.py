@@ -208,7 +208,13 @@ def test_every_fault_ends_in_a_retried_success_or_a_failed_run_naming_aeps_reaso
         # A dataset on a schema without the mapping's fields: refused before any upload.
         client = _client(sandbox)
         bare_schema = client.create_tenant_resource(
-            "schemas", {"title": "Bare events", "type": "object", "allOf": [{"$ref": CLASS_ID}]}
+            "schemas",
+            {
+                "title": "Bare events",
+                "description": "composed by hand",
+                "type": "object",
+                "allOf": [{"$ref": CLASS_ID}],
+            },
         )
         bare = client.create_dataset("bare events", bare_schema["$id"], "")
         monkeypatch.setenv("AEP_DATASET_ID", bare)

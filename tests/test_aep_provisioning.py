@@ -117,7 +117,13 @@ def test_what_exists_but_does_not_fit_is_reported_and_left_alone(
 ) -> None:
     spec = ProvisioningSpec.for_mapping(TENANT, default_rules())
     made_by_hand = client.create_tenant_resource(
-        "schemas", {"title": SCHEMA_TITLE, "type": "object", "allOf": [{"$ref": CLASS_ID}]}
+        "schemas",
+        {
+            "title": SCHEMA_TITLE,
+            "description": "made by hand",
+            "type": "object",
+            "allOf": [{"$ref": CLASS_ID}],
+        },
     )
     with pytest.raises(ProvisioningError, match=r"exists without .*experienceevent-web") as raised:
         provision(client, spec)

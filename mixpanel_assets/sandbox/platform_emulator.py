@@ -874,7 +874,7 @@ class PlatformEmulator:
         if diagnostics is not None:
             if not isinstance(diagnostics, bool):
                 raise _problem(400, "enableErrorDiagnostics must be true or false.")
-            tags["acp_enableErrorDiagnostics"] = diagnostics
+            tags["acp_enableErrorDiagnostics"] = [str(diagnostics).lower()]
         percent = body.get("partialIngestionPercent")
         if percent is not None:
             if (
@@ -883,7 +883,7 @@ class PlatformEmulator:
                 or not 0 <= percent <= 100
             ):
                 raise _problem(400, "partialIngestionPercent must be a number from 0 to 100.")
-            tags["acp_partialIngestionPercent"] = percent
+            tags["acp_partialIngestionPercent"] = [f"{percent:g}"]
         external_id = body.get("externalId")
         if external_id is not None and not isinstance(external_id, str):
             raise _problem(400, "externalId must be a string.")
@@ -899,7 +899,7 @@ class PlatformEmulator:
                 status="loading",
                 created=now,
                 updated=now,
-                input_format=copy.deepcopy(input_format),
+                input_format={**copy.deepcopy(input_format), "format": "json"},
                 tags=tags,
                 diagnostics=bool(diagnostics) or bool(percent),
                 partial_percent=float(percent or 0),
@@ -994,7 +994,7 @@ class PlatformEmulator:
                 raise _problem(
                     400, f"Unsupported action {action!r}: the local platform has COMPLETE, ABORT."
                 )
-        return _Response(200)
+            return _json(200, self._batch_view(batch))
 
     def _complete(self, batch: _Batch) -> None:
         """Start processing once; a retried COMPLETE is answered 200 again, as AEP documents."""
@@ -1542,7 +1542,7 @@ class PlatformEmulator:
             )
             self._namespaces[code] = namespace
             self._save()
-            return _json(201, self._namespace_view(namespace))
+            return _json(200, self._namespace_view(namespace))
 
     def _all_namespaces(self) -> list[_Namespace]:
         standard = [
