@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import orjson
@@ -28,6 +29,8 @@ from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.day_batch import DayBatchRequest, load_day
 from mixpanel_assets.aep.provisioning import ProvisioningSpec, provision
 from mixpanel_assets.aep.replay import settle_day
+from mixpanel_assets.mixpanel.export_client import ExportQuery, MixpanelExportClient
+from mixpanel_assets.sandbox.mixpanel_emulator import MixpanelEmulator
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 from mixpanel_assets.xdm.spec import default_rules
 from tests.contract.documents import document_for, documents
@@ -251,3 +254,39 @@ def test_the_local_platform_answers_generated_requests_as_documented(
         )
 
     answers_as_documented()
+
+
+def test_the_export_client_and_the_mixpanel_emulator_keep_to_mixpanels_document(
+    contract_recorder: ContractRecorder, tmp_path: Path
+) -> None:
+    day = date(2026, 11, 9)
+    with MixpanelEmulator(
+        username="contract-user",
+        secret="contract-secret",
+        events_per_day=40,
+        today=lambda: date(2026, 11, 10),
+    ) as mixpanel:
+        client = MixpanelExportClient(
+            project_id=mixpanel.project_id,
+            username="contract-user",
+            secret="contract-secret",
+            export_url=mixpanel.export_url,
+            retry_base_seconds=0.01,
+        )
+        summary = client.export_to_file(
+            ExportQuery(from_date=day, to_date=day, time_in_ms=True), tmp_path / "day.gz"
+        )
+        # The whole answer (the client streams it, so only its head was checked above).
+        whole = requests.get(
+            mixpanel.export_url,
+            params={"project_id": mixpanel.project_id, "from_date": str(day), "to_date": str(day)},
+            auth=("contract-user", "contract-secret"),
+            timeout=10,
+        )
+
+    exports = [e for e in contract_recorder.exchanges if e.document == "mixpanel-export"]
+    assert [(e.ours, e.status) for e in exports] == [(True, 200), (False, 200)]
+    assert contract_recorder.problems == []
+    lines = whole.content.splitlines()
+    assert summary.line_count == len(lines) > 0
+    assert all(set(orjson.loads(line)) == {"event", "properties"} for line in lines)
