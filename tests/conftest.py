@@ -8,6 +8,9 @@ import pytest
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
 from tests.services import PostgresServer, S3Server, postgres_server, s3_server
 
+# Every test's HTTP exchanges are checked against the vendors' API documents.
+pytest_plugins = ["tests.contract.plugin"]
+
 CONTRACT_VARIABLES = (
     "MIXPANEL_PROJECT_ID",
     "MIXPANEL_SERVICE_ACCOUNT_USERNAME",

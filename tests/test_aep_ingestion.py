@@ -9,7 +9,7 @@ import orjson
 import pytest
 import requests
 
-from mixpanel_assets.aep.client import AEPClient, AEPError
+from mixpanel_assets.aep.client import AEPClient, AEPError, AEPRefusal, BatchTimeoutError
 from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     batch_failed,
@@ -372,3 +372,109 @@ def test_tls_verification_cannot_be_turned_off(platform: PlatformEmulator) -> No
     insecure.verify = False
     with pytest.raises(ValueError, match="TLS"):
         _client(platform, session=insecure)
+
+
+def test_a_catalog_that_ignores_the_tags_filter_never_makes_a_re_run_replace_another_day(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
+    dataset = platform.create_dataset("events")
+    client = _client(platform)
+    records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(20)])
+    other_day = {"mixpanelAssetsPartition": ["1/2026-10-31"]}
+    other_project = {"mixpanelAssetsPartition": ["2/2026-11-01"]}
+    neighbours = [
+        load_day(client, records, _request(dataset, tags=tags), tmp_path).batch_id
+        for tags in (other_day, other_project)
+    ]
+    day = load_day(client, records, _request(dataset), tmp_path).batch_id
+    platform.honours_tag_filter = False
+
+    # Neither the Catalog's answer nor a remembered id may bring in another day's batch.
+    assert _settle(client, dataset, known=neighbours).live == [day]
+    assert all(platform.batch(batch)["status"] == "success" for batch in neighbours)
+
+
+def test_ids_in_request_paths_are_url_encoded(platform: PlatformEmulator) -> None:
+    client = _client(platform)
+    with pytest.raises(AEPRefusal) as refused:
+        client.get_dataset("../batches/x?y#z")
+    assert refused.value.status == 404
+    with pytest.raises(AEPRefusal):
+        client.get_batch("a/b")
+    paths = [entry.path for entry in platform.request_log if entry.path.startswith("/data/")]
+    assert paths == [
+        "/data/foundation/catalog/dataSets/..%2Fbatches%2Fx%3Fy%23z",
+        "/data/foundation/catalog/batches/a%2Fb",
+    ]
+
+
+def test_a_partially_ingested_batch_has_its_row_errors_read_from_the_meta_files(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
+    dataset = platform.create_dataset("events")
+    platform.reject_rows_of_next_batch(2)
+    records = [_record(i) for i in range(19)]
+    lines = [orjson.dumps(record) for record in records] + [b"not json"]
+    path = tmp_path / "r.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(b"\n".join(lines) + b"\n")
+    result = load_day(
+        _client(platform), path, _request(dataset, partial_ingestion_percent=20), tmp_path
+    )
+    assert result.status == "success" and result.failed_record_count == 3
+    # recordCount counts every processed record: 17 accepted of 20, 15% failed.
+    assert (result.record_count, result.processed_count) == (17, 20)
+    assert result.failed_percent == pytest.approx(15.0)
+    assert sorted(row["_errors"][0]["code"] for row in result.failed_rows) == [
+        "1401",
+        "1550",
+        "1550",
+    ]
+    meta = f"/data/foundation/export/batches/{result.batch_id}/meta"
+    assert _requests_to(platform, meta) == [200, 200, 200], "listed, then both files read"
+
+
+def test_archived_batches_are_not_waited_for_and_retained_ones_are_replaced(
+    platform: PlatformEmulator, tmp_path: Path
+) -> None:
+    dataset = platform.create_dataset("events")
+    client = _client(platform)
+    records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(5)])
+    archived = load_day(client, records, _request(dataset), tmp_path).batch_id
+    platform.set_batch_status(archived, "archived")
+    retained = load_day(client, records, _request(dataset), tmp_path).batch_id
+    platform.set_batch_status(retained, "retained")
+    started = time.monotonic()
+    settled = settle_day(
+        client,
+        dataset_id=dataset,
+        tags=DAY_TAGS,
+        known_batch_ids=[],
+        timeout_seconds=2,
+        poll_seconds=0.02,
+    )
+    assert settled.live == [retained]
+    assert time.monotonic() - started < 1.5, "a finished batch is never waited for"
+
+
+def test_a_batch_timeout_leaves_the_batch_to_aep_and_the_next_run_replaces_it(
+    tmp_path: Path,
+) -> None:
+    with PlatformEmulator(
+        tmp_path / "platform", tenant_id=TENANT, client_secret=SECRET, processing_seconds=1.0
+    ) as platform:
+        dataset = platform.create_dataset("events")
+        client = _client(platform)
+        records = _records_file(tmp_path / "r.gz", [_record(i) for i in range(5)])
+        with pytest.raises(BatchTimeoutError, match=r"not cancelled.*may still go live") as raised:
+            load_day(client, records, _request(dataset, timeout_seconds=0.2), tmp_path)
+        assert "re-running the day loses and doubles nothing" in str(raised.value)
+        actions = [
+            entry
+            for entry in platform.request_log
+            if entry.path.startswith("/data/foundation/import/batches/") and entry.method == "POST"
+        ]
+        assert len(actions) == 1, "COMPLETE only: an abort of a completed batch is refused"
+        (late,) = platform.batches(dataset)
+        assert _settle(client, dataset).live == [late["id"]], "waited for, then replaced"
+        assert platform.batch(late["id"])["status"] == "success"

@@ -117,7 +117,13 @@ def test_what_exists_but_does_not_fit_is_reported_and_left_alone(
 ) -> None:
     spec = ProvisioningSpec.for_mapping(TENANT, default_rules())
     made_by_hand = client.create_tenant_resource(
-        "schemas", {"title": SCHEMA_TITLE, "type": "object", "allOf": [{"$ref": CLASS_ID}]}
+        "schemas",
+        {
+            "title": SCHEMA_TITLE,
+            "description": "made by hand",
+            "type": "object",
+            "allOf": [{"$ref": CLASS_ID}],
+        },
     )
     with pytest.raises(ProvisioningError, match=r"exists without .*experienceevent-web") as raised:
         provision(client, spec)
@@ -132,3 +138,46 @@ def test_what_exists_but_does_not_fit_is_reported_and_left_alone(
             client, ProvisioningSpec.for_mapping(TENANT, default_rules(), schema_title="Yours")
         )
     assert client.get_dataset(other.dataset_id)["schemaRef"]["id"] == other.schema_id
+
+
+def test_descriptors_are_read_in_pages_until_the_schemas_own_is_found(
+    platform: PlatformEmulator, client: AEPClient
+) -> None:
+    made = [
+        provision(
+            client,
+            ProvisioningSpec.for_mapping(
+                TENANT, default_rules(), schema_title=f"S{index}", dataset_name=f"D{index}"
+            ),
+        )
+        for index in range(4)
+    ]
+    platform.descriptor_page_limit = 1  # AEP pages the -v2 listing; here a page is one
+    for provisioned in made:
+        (primary,) = client.schema_descriptors(provisioned.schema_id)
+        assert primary["xdm:sourceSchema"] == provisioned.schema_id
+    listings = [
+        entry
+        for entry in platform.request_log
+        if entry.path == "/data/foundation/schemaregistry/tenant/descriptors"
+        and entry.method == "GET"
+    ]
+    assert {entry.accept for entry in listings} == {"application/vnd.adobe.xdm-v2+json"}
+    writes = _writes(platform)
+    again = provision(
+        client,
+        ProvisioningSpec.for_mapping(TENANT, default_rules(), schema_title="S3", dataset_name="D3"),
+    )
+    assert again.created == [] and _writes(platform) == writes
+
+
+@pytest.mark.parametrize("name", ["web, app events", "!web events", "*web**events*"])
+def test_a_dataset_name_with_catalog_filter_characters_is_found_again(
+    platform: PlatformEmulator, client: AEPClient, name: str
+) -> None:
+    provision(client, ProvisioningSpec.for_mapping(TENANT, default_rules(), dataset_name="x"))
+    spec = ProvisioningSpec.for_mapping(TENANT, default_rules(), dataset_name=name)
+    first = provision(client, spec)
+    second = provision(client, spec)
+    assert second.created == [] and second.dataset_id == first.dataset_id
+    assert [item["id"] for item in client.find_datasets(name)] == [first.dataset_id]

@@ -61,6 +61,7 @@ def test_a_field_the_dataset_schema_lacks_is_named(client: AEPClient, tmp_path: 
         "schemas",
         {
             "title": "Web events",
+            "description": "composed by hand",
             "type": "object",
             "allOf": [{"$ref": CLASS_ID}, {"$ref": WEB_DETAILS}],
         },

@@ -10,6 +10,7 @@ was created. Secrets never appear in errors: messages quote AEP's answer, never 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,16 +25,22 @@ import tenacity
 from mixpanel_assets.http_retry import MAX_RETRY_AFTER_SECONDS, RetryPolicy
 
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
-SUCCEEDED = frozenset({"success", "active"})
+# Batch statuses (docs/aep-api.md says where each comes from and why it is in its group).
+# ``retained`` is a finished batch whose records AEP keeps: counted live, so that a re-run
+# replaces it rather than holding the day twice.
+SUCCEEDED = frozenset({"success", "active", "retained"})
 FAILED = frozenset({"failed", "failure", "aborted", "abandoned"})
-REPLACED = frozenset({"inactive", "deleted"})
+# Out of the live dataset: reverted or expired, deleted, or moved to cold storage.
+REPLACED = frozenset({"inactive", "deleted", "archived"})
 STALLED = "stalled"  # retries exhausted inside AEP: neither done nor failed
 TERMINAL = SUCCEEDED | FAILED | REPLACED | {STALLED}
 # Schema Registry media types: a resource as stored, fully resolved, and list summaries.
 XED = "application/vnd.adobe.xed+json;version=1"
 XED_FULL = "application/vnd.adobe.xed-full+json;version=1"
 XED_ID = "application/vnd.adobe.xed-id+json"
-XDM_DESCRIPTORS = "application/vnd.adobe.xdm+json"
+# Descriptors as objects in pages (``results``, ``_page``); plain xdm+json is one unpaged map.
+XDM_DESCRIPTORS_V2 = "application/vnd.adobe.xdm-v2+json"
+DESCRIPTOR_PAGE = 500  # the Schema Registry's largest ``limit``
 CATALOG_PAGE = 100  # the Catalog's largest page
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _NOTHING_CREATED = frozenset({429, 503})  # answers that prove a POST created nothing
@@ -234,7 +241,10 @@ class AEPClient:
 
     def upload_file(self, batch_id: str, dataset_id: str, name: str, path: Path) -> None:
         """PUT one file into the batch; idempotent, so every failure may be retried."""
-        url = f"/data/foundation/import/batches/{batch_id}/datasets/{dataset_id}/files/{name}"
+        url = (
+            f"/data/foundation/import/batches/{_segment(batch_id)}/datasets/{_segment(dataset_id)}"
+            f"/files/{quote(name, safe='/')}"
+        )
         self._call(
             "PUT",
             url,
@@ -247,7 +257,7 @@ class AEPClient:
         """Signal the upload is done; AEP documents retrying COMPLETE as safe."""
         self._call(
             "POST",
-            f"/data/foundation/import/batches/{batch_id}",
+            f"/data/foundation/import/batches/{_segment(batch_id)}",
             params={"action": "COMPLETE"},
             what=f"complete batch {batch_id}",
         )
@@ -255,7 +265,7 @@ class AEPClient:
     def abort_batch(self, batch_id: str) -> None:
         self._call(
             "POST",
-            f"/data/foundation/import/batches/{batch_id}",
+            f"/data/foundation/import/batches/{_segment(batch_id)}",
             params={"action": "ABORT"},
             what=f"abort batch {batch_id}",
         )
@@ -264,7 +274,9 @@ class AEPClient:
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         response = self._call(
-            "GET", f"/data/foundation/catalog/batches/{batch_id}", what=f"read batch {batch_id}"
+            "GET",
+            f"/data/foundation/catalog/batches/{_segment(batch_id)}",
+            what=f"read batch {batch_id}",
         )
         body = response.json()
         return {"id": batch_id, **body.get(batch_id, next(iter(body.values()), {}))}
@@ -320,15 +332,17 @@ class AEPClient:
             if time.monotonic() + interval > deadline:
                 raise BatchTimeoutError(
                     f"batch {batch_id} was still {batch.get('status')!r} after "
-                    f"{timeout_seconds:.0f} s; AEP may be slow: check it in the AEP UI "
-                    "(Datasets > batch) and re-run the day once it has finished or failed."
+                    f"{timeout_seconds:.0f} s. It is not cancelled: AEP goes on processing it "
+                    "and it may still go live. The next run of the day waits for it and "
+                    "replaces it if it did, so re-running the day loses and doubles nothing; "
+                    "its progress shows in the AEP UI (Datasets > batch)."
                 )
             time.sleep(interval)
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
         response = self._call(
             "GET",
-            f"/data/foundation/catalog/dataSets/{dataset_id}",
+            f"/data/foundation/catalog/dataSets/{_segment(dataset_id)}",
             params={"properties": "name,schemaRef,tags"},
             what=f"read dataset {dataset_id}",
         )
@@ -336,23 +350,32 @@ class AEPClient:
         return {"id": dataset_id, **body.get(dataset_id, next(iter(body.values()), {}))}
 
     def find_datasets(self, name: str) -> list[dict[str, Any]]:
-        """The datasets called exactly ``name``."""
-        response = self._call(
-            "GET",
-            "/data/foundation/catalog/dataSets",
-            # In Catalog's name filter `*` is a wildcard; `**` is a literal asterisk.
-            params={
-                "name": name.replace("*", "**"),
-                "properties": "name,schemaRef",
-                "limit": "100",
-            },
-            what=f"look for dataset {name!r}",
-        )
-        return [
-            {"id": dataset_id, **view}
-            for dataset_id, view in response.json().items()
-            if view.get("name") == name
-        ]
+        """The datasets called exactly ``name``, read a Catalog page at a time."""
+        params = {
+            "name": _name_filter(name),
+            "properties": "name,schemaRef",
+            "limit": str(CATALOG_PAGE),
+        }
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        start = 0
+        while True:
+            page = self._call(
+                "GET",
+                "/data/foundation/catalog/dataSets",
+                params={**params, "start": str(start)},
+                what=f"look for dataset {name!r}",
+            ).json()
+            fresh = {key: view for key, view in page.items() if key not in seen}
+            seen.update(fresh)
+            found += [
+                {"id": dataset_id, **view}
+                for dataset_id, view in fresh.items()
+                if view.get("name") == name
+            ]
+            if len(page) < CATALOG_PAGE or not fresh:
+                return found
+            start += CATALOG_PAGE
 
     def create_dataset(self, name: str, schema_id: str, description: str) -> str:
         response = self._call(
@@ -372,17 +395,34 @@ class AEPClient:
     # Data Access: diagnostics ----------------------------------------------------------------
 
     def failed_rows(self, batch_id: str, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` of the rows AEP rejected, with their error codes (kept 30 days)."""
-        path = f"/data/foundation/export/batches/{batch_id}/failed"
-        listing = self._call("GET", path, what=f"list the failed rows of batch {batch_id}").json()
+        """Up to ``limit`` of the rows AEP rejected, with their error codes (kept 30 days).
+
+        A failed batch's rows are under ``/failed``; those a partially successful batch left out
+        are in its ``row_errors`` meta files, read when ``/failed`` has none.
+        """
+        rows = self._diagnostic_rows(batch_id, "failed", None, limit)
+        if not rows:
+            rows = self._diagnostic_rows(batch_id, "meta", "row_errors", limit)
+        return rows
+
+    def _diagnostic_rows(
+        self, batch_id: str, endpoint: str, folder: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Rows of the Data Access files listed at ``endpoint`` (``?path=folder`` when given)."""
+        path = f"/data/foundation/export/batches/{_segment(batch_id)}/{endpoint}"
+        what = f"list the {folder or endpoint} files of batch {batch_id}"
+        listing = self._call(
+            "GET", path, params={"path": folder} if folder else None, what=what
+        ).json()
         rows: list[dict[str, Any]] = []
         for file in listing.get("data") or []:
             if str(file.get("length", "0")) == "0":
                 continue
+            name = f"{folder}/{file['name']}" if folder else file["name"]
             response = self._call(
                 "GET",
                 path,
-                params={"path": file["name"]},
+                params={"path": name},
                 stream=True,
                 what=f"read the failed rows of batch {batch_id}",
             )
@@ -427,26 +467,36 @@ class AEPClient:
         """A tenant schema by ``$id``; by default fully resolved, in AEP notation."""
         response = self._call(
             "GET",
-            f"/data/foundation/schemaregistry/tenant/schemas/{quote(schema_id, safe='')}",
+            f"/data/foundation/schemaregistry/tenant/schemas/{_segment(schema_id)}",
             headers={"Accept": accept},
             what=f"read schema {schema_id}",
         )
         return response.json()
 
     def schema_descriptors(self, schema_id: str) -> list[dict[str, Any]]:
-        """The descriptors defined on one schema."""
-        response = self._call(
-            "GET",
-            "/data/foundation/schemaregistry/tenant/descriptors",
-            headers={"Accept": XDM_DESCRIPTORS},
-            what="list the Schema Registry descriptors",
-        )
-        return [
-            descriptor
-            for descriptors in response.json().values()
-            for descriptor in descriptors
-            if isinstance(descriptor, dict) and descriptor.get("xdm:sourceSchema") == schema_id
-        ]
+        """The descriptors defined on one schema, read a page at a time (the ``-v2`` listing)."""
+        params = {"property": f"xdm:sourceSchema=={schema_id}", "limit": str(DESCRIPTOR_PAGE)}
+        found: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        while True:
+            page = self._call(
+                "GET",
+                "/data/foundation/schemaregistry/tenant/descriptors",
+                params=params,
+                headers={"Accept": XDM_DESCRIPTORS_V2},
+                what="list the Schema Registry descriptors",
+            ).json()
+            results = page.get("results") or []
+            for descriptor in results:
+                if not isinstance(descriptor, dict) or descriptor.get("@id") in seen:
+                    continue
+                seen.add(descriptor.get("@id"))
+                if descriptor.get("xdm:sourceSchema") == schema_id:
+                    found.append(descriptor)
+            following = (page.get("_page") or {}).get("next")
+            if not results or following in (None, "", params.get("start")):
+                return found
+            params = {**params, "start": str(following)}
 
     def create_descriptor(self, body: Mapping[str, Any]) -> dict[str, Any]:
         response = self._call(
@@ -538,6 +588,18 @@ class AEPClient:
             "x-gw-ims-org-id": self._org_id,
             "x-sandbox-name": self._sandbox_name,
         }
+
+
+def _name_filter(name: str) -> str:
+    """A Catalog ``name`` filter that matches ``name`` and perhaps a few more (the caller keeps
+    the exact matches): in the filter ``,`` separates alternatives, a leading ``!`` negates and
+    ``*`` is a wildcard, so each run of those characters becomes one ``*``."""
+    return re.sub(r"[,*]+", "*", "*" + name[1:] if name.startswith("!") else name)
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: ``/``, ``?``, ``#`` and ``%`` cannot change the URL's meaning."""
+    return quote(value, safe="")
 
 
 def _advice(response: requests.Response) -> str:

@@ -19,7 +19,13 @@ from typing import Any
 import orjson
 from isal import igzip
 
-from mixpanel_assets.aep.client import SUCCEEDED, AEPClient, AEPError, AEPRefusal
+from mixpanel_assets.aep.client import (
+    SUCCEEDED,
+    AEPClient,
+    AEPError,
+    AEPRefusal,
+    BatchTimeoutError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +54,16 @@ class DayBatchResult:
     uploaded_records: int
     files: int
     bytes: int
-    record_count: int
+    record_count: int  # records AEP accepted into the dataset
     failed_record_count: int
     errors: list[dict[str, Any]] = field(default_factory=list)
     failed_rows: list[dict[str, Any]] = field(default_factory=list)  # AEP's diagnostics
 
+    processed_count: int = 0  # AEP's recordCount: every record it processed, failed ones too
+
     @property
     def failed_percent(self) -> float:
-        processed = self.record_count + self.failed_record_count
+        processed = self.processed_count or self.record_count + self.failed_record_count
         return 100.0 * self.failed_record_count / processed if processed else 0.0
 
 
@@ -102,18 +110,25 @@ def load_day(
         batch = client.wait_for_batch(
             batch_id, timeout_seconds=request.timeout_seconds, poll_seconds=request.poll_seconds
         )
+    except BatchTimeoutError:
+        raise  # completed: AEP goes on processing it, and an abort would be refused
     except BaseException:
         _abort_quietly(client, batch_id)
         raise
     failed = _metric(batch, "failedRecordCount", "failedRecordCount")
+    processed = _metric(batch, "recordCount", "inputRecordCount")
+    accepted = (batch.get("metrics") or {}).get("outputRecordCount")
+    if accepted is None:  # recordCount counts every processed record, the failed ones too
+        accepted = max(0, processed - failed) if processed else 0
     return DayBatchResult(
         batch_id=batch_id,
         status=batch.get("status", "unknown"),
         uploaded_records=records,
         files=files,
         bytes=total_bytes,
-        record_count=_metric(batch, "recordCount", "outputRecordCount"),
+        record_count=int(accepted) if batch.get("status") in SUCCEEDED else 0,
         failed_record_count=failed,
+        processed_count=processed,
         errors=list(batch.get("errors") or []),
         failed_rows=_failed_rows(client, batch_id) if failed else [],
     )

@@ -6,12 +6,14 @@ found three ways, any one of which is enough: the last materialization's metadat
 partition's manifest, and the Catalog itself (every batch is tagged with its project and day),
 so a lost Dagster instance or data directory loses nothing. Each is confirmed in the Catalog:
 
-- ``success``/``active``: live, replaced by the new batch;
+- ``success``/``active``/``retained``: live, replaced by the new batch;
 - ``loading``: a run that died before COMPLETE: aborted, so it cannot go live later (if AEP says
   it was completed after all, it is waited for like the next case);
 - processing, queued, retrying and the like: waited for, since it may still go live;
 - ``stalled``: AEP gave up retrying it, yet it is not over: the run stops and says what to do;
-- failed, aborted, abandoned, replaced, or unknown to the Catalog, or of another dataset: ignored.
+- failed, aborted, abandoned, replaced, deleted, archived, or unknown to the Catalog: ignored;
+- of another dataset, or whose own tags do not name this project and day (whatever the Catalog's
+  filter returned): ignored, never replayed.
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ def settle_day(
     ``tags`` are the Catalog tags every batch of the day carries; ``known_batch_ids`` are the
     day's batches as Dagster and the manifest remember them.
     """
-    views = {view["id"]: view for view in client.list_batches(dataset_id, tags=tags)}
+    views = {
+        view["id"]: view
+        for view in client.list_batches(dataset_id, tags=tags)
+        if _of_the_day(view, dataset_id, tags)
+    }
     for batch_id in known_batch_ids:
         if batch_id in views:
             continue
@@ -65,7 +71,7 @@ def settle_day(
                 raise
             logger.warning("batch %s of the day is unknown to the Catalog: ignored", batch_id)
             continue
-        if _dataset_of(view) == dataset_id:
+        if _of_the_day(view, dataset_id, tags):
             views[batch_id] = view
     live: list[str] = []
     aborted: list[str] = []
@@ -98,6 +104,30 @@ def _aborted(client: AEPClient, batch_id: str) -> bool:
             raise
         return False
     logger.info("aborted batch %s, left loading by an earlier run of the day", batch_id)
+    return True
+
+
+def _of_the_day(view: dict[str, Any], dataset_id: str, tags: Mapping[str, str]) -> bool:
+    """True when the batch's own dataset and tags name this dataset, project and day.
+
+    Whatever a Catalog filter returned (a Catalog may ignore ``tags``), a batch of another day,
+    project or dataset must never be replayed: that would take its records out of the dataset.
+    """
+    if _dataset_of(view) != dataset_id:
+        logger.warning("batch %s is not of dataset %s: ignored", view.get("id"), dataset_id)
+        return False
+    own = view.get("tags") or {}
+    for name, value in tags.items():
+        values = own.get(name)
+        if value not in (values if isinstance(values, list) else [values]):
+            logger.warning(
+                "batch %s is not tagged %s=%s (its tags say %r): not of this day, ignored",
+                view.get("id"),
+                name,
+                value,
+                values,
+            )
+            return False
     return True
 
 

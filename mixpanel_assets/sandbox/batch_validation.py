@@ -5,19 +5,20 @@ A big batch is validated by worker processes, a slice of a file each, so a day o
 records takes the machine's cores rather than one; the parts are named so that their order is
 the batch's line order, and the counts, records and failed rows are those of one serial pass.
 This module is apart from the platform emulator so that a worker imports only what
-validation needs (no pandas, no HTTP server) and starts sooner.
+validation needs (no pandas, no HTTP server) and starts sooner. Records are judged by the
+dataset's composed schema (``record_checks``), never by the mapping's own code.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,15 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mixpanel_assets.xdm.day_mapping import usable_cpus
-from mixpanel_assets.xdm.mapping import MappingSpec
-from mixpanel_assets.xdm.schema import (
-    FieldPaths,
-    empty_value_paths,
-    record_acceptor,
-    record_validator,
-    schema_errors,
-)
+from mixpanel_assets.sandbox.record_checks import RecordJudge
 
 # A batch this big is validated by worker processes: starting them costs about a second, which
 # a batch of this size (about 190,000 records, some 6 s of validation on one core) repays.
@@ -82,7 +75,7 @@ def validate_batch(
     failed_path: Path,
     *,
     batch_id: str,
-    tenant_id: str,
+    schema: dict[str, Any],
     now: datetime,
     rejected_rows: int = 0,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
@@ -94,13 +87,14 @@ def validate_batch(
     are depends on every row before them, so such a batch is validated in this process, as is
     one under ``parallel_min_bytes`` (workers would cost more than they save). Any other batch is
     cut into slices of about a quarter of ``parallel_min_bytes``, one worker process per usable
-    CPU validating a slice at a time. ``now`` is the instant timestamps must not pass.
+    CPU validating a slice at a time. ``schema`` is the record schema of the dataset
+    (``record_checks.record_schema``); ``now`` is the instant timestamps must not pass.
     """
     sizes = [path.stat().st_size for path in files]
     if rejected_rows or sum(sizes) < parallel_min_bytes:
         whole = [_Slice(path, 0, size) for path, size in zip(files, sizes, strict=True)]
         return _validate_slices(
-            whole, part_path(records_dir, 0), failed_path, batch_id, tenant_id, now, rejected_rows
+            whole, part_path(records_dir, 0), failed_path, batch_id, schema, now, rejected_rows
         )
     slice_bytes = max(1, parallel_min_bytes // _SLICES_PER_THRESHOLD)
     slices = [piece for path in files for piece in _cut(path, slice_bytes)]
@@ -108,7 +102,7 @@ def validate_batch(
     tally = Tally()
     # spawn: forking a process that runs threads (the server's, Dagster's) can deadlock the child.
     context = multiprocessing.get_context("spawn")
-    workers = min(usable_cpus(), len(slices))
+    workers = min(_usable_cpus(), len(slices))
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = [
             pool.submit(
@@ -117,7 +111,7 @@ def validate_batch(
                 part_path(records_dir, index),
                 failed_parts[index],
                 batch_id,
-                tenant_id,
+                schema,
                 now,
             )
             for index, piece in enumerate(slices)
@@ -135,6 +129,13 @@ def validate_batch(
             for future in futures:  # on an error, do not validate the rest of the batch
                 future.cancel()
     return tally
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def part_path(records_dir: Path, index: int) -> Path:
@@ -176,17 +177,18 @@ def _validate_slices(
     records_path: Path,
     failed_path: Path,
     batch_id: str,
-    tenant_id: str,
+    schema: dict[str, Any],
     now: datetime,
     rejected_rows: int = 0,
 ) -> Tally:
     """Validate the slices' lines, in order, into one Parquet part and one failed-rows file
     (what a worker process runs, and a small batch in the emulator's own process)."""
     tally = Tally()
+    judge = RecordJudge(schema)
     with _RecordSink(records_path, batch_id) as sink, failed_path.open("wb") as failed_out:
         for piece in slices:
             for line in _lines(piece):
-                record, failed_row = _validate_line(line, tenant_id, now)
+                record, failed_row = _validate_line(line, judge, now)
                 if record is not None and rejected_rows:
                     rejected_rows -= 1
                     record, failed_row = None, _rejected_row(line)
@@ -200,7 +202,7 @@ def _validate_slices(
 
 
 def _validate_line(
-    line: bytes, tenant_id: str, now: datetime
+    line: bytes, judge: RecordJudge, now: datetime
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(record, None)`` for a record AEP accepts, else ``(None, failed row)``."""
     try:
@@ -212,21 +214,7 @@ def _validate_line(
             "_corrupt_record": line.decode("utf-8", "replace"),
             "_errors": [{"code": "1401", "message": ROW_ERRORS["1401"]}],
         }
-    timestamp = record.get("timestamp")
-    future = isinstance(timestamp, str) and _is_future(timestamp, now)
-    if not future and _accepts(tenant_id)(record):  # most records: one pass, nothing to report
-        return record, None
-    problems = [
-        ("1555", path, "null or empty value: AEP wants the field left out")
-        for path in empty_value_paths(record)
-    ]
-    if not _schema_verdict(tenant_id)(record):
-        for error in schema_errors(record, tenant_id):
-            path, _, message = error.partition(": ")
-            code = "1555" if message.endswith("is a required property") else "1550"
-            problems.append((code, path, message))
-    if future:
-        problems.append(("1550", "timestamp", "in the future: an event must occur in the past"))
+    problems = judge.problems(record, now)
     if not problems:
         return record, None
     codes = sorted({code for code, _, _ in problems}, key=ROW_CODE_ORDER.index)
@@ -302,30 +290,6 @@ def _rejected_row(line: bytes) -> dict[str, Any]:
             {"code": "1550", "message": _REJECTED_BY_FAULT, "pointerToViolation": "#"}
         ],
     }
-
-
-def _schema_verdict(tenant_id: str) -> Callable[[Any], bool]:
-    """The dataset schema's verdict on a record; fastest on the fields the default mapping
-    writes (only a hint for speed: every record gets the whole schema's verdict)."""
-    return record_validator(tenant_id, (), _default_mapping_paths(tenant_id))
-
-
-def _accepts(tenant_id: str) -> Callable[[Any], bool]:
-    """One pass over a record the default mapping could write: True when AEP takes it as is."""
-    return record_acceptor(tenant_id, (), _default_mapping_paths(tenant_id))
-
-
-@cache
-def _default_mapping_paths(tenant_id: str) -> FieldPaths:
-    return MappingSpec(project_id="local", tenant_id=tenant_id).compiled.record_paths
-
-
-def _is_future(timestamp: str, now: datetime) -> bool:
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return False  # schema_errors reports the malformed value
-    return moment.tzinfo is not None and moment > now
 
 
 def _pointer(path: str) -> str:
