@@ -33,7 +33,8 @@ def main() -> int:
         os.environ.update(sandbox.environment())
         job = build_definitions().resolve_job_def(DAILY_JOB)
         assert job.partitions_def is not None
-        days = job.partitions_def.get_partition_keys()[-DEMO_DAYS:]
+        # The closed days; the last key is the open day, which intraday loads cover.
+        days = job.partitions_def.get_partition_keys()[-DEMO_DAYS - 1 : -1]
         print(f"local sandbox: Mixpanel {sandbox.mixpanel.export_url}, AEP {sandbox.platform.url}")
         print("AEP schema and dataset, provisioned through the platform APIs:")
         for line in sandbox.provisioned.report():

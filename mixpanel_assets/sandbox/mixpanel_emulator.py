@@ -283,7 +283,9 @@ class MixpanelEmulator:
     Dates are days in ``timezone``; ``time_regime`` is ``"utc"`` (projects created after 2023)
     or ``"project_local"`` (legacy projects: ``time`` is local wall-clock time read as UTC).
     Every day up to ``today()`` is whole (``events_per_day`` lines plus late events), today
-    included, so that exports are reproducible. ``project_id``, ``timezone``, ``time_regime``
+    included, so that exports are reproducible; with a ``clock`` (epoch seconds, e.g. one a test
+    moves), today is the clock's date and only events processed by the clock's time are served.
+    ``project_id``, ``timezone``, ``time_regime``
     and ``events_per_day`` are public for callers that configure a client against it.
     """
 
@@ -298,6 +300,7 @@ class MixpanelEmulator:
         events_per_day: int = 400,
         chunk_size: int = 997,
         today: Callable[[], date] | None = None,
+        clock: Callable[[], float] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         max_requests_per_hour: int | None = None,
@@ -316,6 +319,9 @@ class MixpanelEmulator:
         self._secret = secret
         self._chunk_size = chunk_size
         self._today = today or (lambda: datetime.now(zone).date())
+        self._clock = clock
+        if clock is not None and today is None:
+            self._today = lambda: datetime.fromtimestamp(clock(), zone).date()
         self._address = (host, port)
         self._max_per_hour = max_requests_per_hour
         self._max_per_second = max_requests_per_second
@@ -392,7 +398,15 @@ class MixpanelEmulator:
             timezone=self.timezone,
             time_regime=self.time_regime,
         )
-        return itertools.chain(synthetic, late)
+        return self._processed_by_now(itertools.chain(synthetic, late))
+
+    def _processed_by_now(self, lines: Iterator[bytes]) -> Iterator[bytes]:
+        """With a ``clock``, only the events Mixpanel has processed by then: an event becomes
+        visible once its ``mp_processing_time_ms`` has passed, as an open day grows."""
+        if self._clock is None:
+            return lines
+        now_ms = self._clock() * 1000
+        return (line for line in lines if _processing_time_ms(line) <= now_ms)
 
     def add_late_events(self, day: date, count: int) -> list[bytes]:
         """Add ``count`` events of ``day`` processed now (after all the day's previous events).
@@ -404,7 +418,8 @@ class MixpanelEmulator:
         with self._lock:
             batch = self._late_batches.get(day, 0)
             previous_max = self._max_processing_ms[day]
-            processed_at_ms = max(time.time_ns() // 1_000_000, previous_max + 1)
+            now_ms = round(self._clock() * 1000) if self._clock else time.time_ns() // 1_000_000
+            processed_at_ms = max(now_ms, previous_max + 1)
             lines = late_events(
                 self.project_id,
                 day,
@@ -652,6 +667,16 @@ class MixpanelEmulator:
             body.close(compressor.flush(isal_zlib.Z_SYNC_FLUSH) + _INVALID_DEFLATE)
         else:
             body.close(compressor.flush())
+
+
+def _processing_time_ms(line: bytes) -> float:
+    """The line's ``mp_processing_time_ms`` (minus infinity when it has none)."""
+    try:
+        processed = orjson.loads(line)["properties"]["mp_processing_time_ms"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return float("-inf")
+    valid = isinstance(processed, int | float) and not isinstance(processed, bool)
+    return processed if valid else float("-inf")
 
 
 def _blocks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
