@@ -1,0 +1,94 @@
+"""Intraday loads that die at the worst moment, and the schedule that starts them."""
+
+from datetime import UTC, datetime
+
+import pytest
+from dagster import SkipReason, build_schedule_context, instance_for_test
+
+from mixpanel_assets.aep.assets import AEP_BATCHES
+from mixpanel_assets.coordination import coordinator
+from mixpanel_assets.errors import ConfigError
+from mixpanel_assets.intraday.ledger import DayLedger
+from mixpanel_assets.intraday.schedule import RESERVED_QUERIES, SCHEDULE_NAME, intraday_crons
+from mixpanel_assets.mixpanel.rate_budget import RateBudget
+from mixpanel_assets.pipeline import build_definitions
+from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
+from tests.test_intraday import Clock, _cut, _live, _metadata, _run, moving  # noqa: F401
+
+
+def test_a_load_that_died_once_its_batch_was_live_is_replayed_by_the_next(
+    moving: tuple[LocalSandbox, Clock],  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox, time = moving
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        time.at(10)
+        _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        # The next load dies after AEP made its batch live, before the ledger recorded it.
+        real_commit = DayLedger.commit
+
+        def die(*args: object, **kwargs: object) -> None:
+            raise SystemExit("killed")
+
+        monkeypatch.setattr(DayLedger, "commit", die)
+        time.at(11)
+        assert not _run(defs, instance, sandbox).success
+        monkeypatch.setattr(DayLedger, "commit", real_commit)
+        orphaned = _live(sandbox)
+        assert max(orphaned.values()) > _cut(10)  # its events are live, once
+
+        time.at(12)
+        recovered = _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        live = _live(sandbox)
+        assert set(orphaned) < set(live) and max(live.values()) <= _cut(12)
+        assert len(recovered["replaced_batch_ids"]) == 1
+        assert recovered["dagster/row_count"] == len(live)
+        statuses = {b["id"]: b["status"] for b in sandbox.platform.batches(sandbox.dataset_id)}
+        assert statuses[recovered["replaced_batch_ids"][0]] != "success"
+        assert set(recovered["batch_ids"]) == {i for i, s in statuses.items() if s == "success"}
+
+
+def test_intraday_minutes_under_15_are_refused_when_the_code_loads(
+    sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIXPANEL_ASSETS_INTRADAY_MINUTES", "10")
+    with pytest.raises(ConfigError, match="MIXPANEL_ASSETS_INTRADAY_MINUTES='10'"):
+        build_definitions()
+    monkeypatch.setenv("MIXPANEL_ASSETS_INTRADAY_MINUTES", "0")
+    assert SCHEDULE_NAME not in {s.name for s in build_definitions().schedules}
+    monkeypatch.setenv("MIXPANEL_ASSETS_INTRADAY_MINUTES", "30")
+    schedule = build_definitions().resolve_schedule_def(SCHEDULE_NAME)
+    assert list(schedule.cron_schedule) == ["0 * * * *", "30 * * * *"]
+    assert intraday_crons(90)[0] == "0 0,3,6,9,12,15,18,21 * * *"
+
+
+def test_the_schedule_loads_the_open_day_and_gives_way_when_the_budget_is_short(
+    sandbox: LocalSandbox, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    defs = build_definitions()
+    schedule = defs.resolve_schedule_def(SCHEDULE_NAME)
+    tick = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with instance_for_test() as instance:
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, resources=defs.resources
+        )
+        (request,) = schedule.evaluate_tick(context).run_requests
+        assert request.partition_key == tick.date().isoformat()
+        # Other runs booked all but a few of the hour's queries.
+        budget = RateBudget(
+            coordinator(""),
+            f"mixpanel-export-budget-{sandbox.mixpanel.project_id}",
+            clock=lambda: tick.timestamp(),
+            sleep=lambda _: None,
+        )
+        for _ in range(60 - RESERVED_QUERIES + 1):
+            budget.reserve()
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=tick, resources=defs.resources
+        )
+        skipped = schedule.evaluate_tick(context)
+        assert not skipped.run_requests
+        assert "left this hour" in (skipped.skip_message or "")
+    assert SkipReason  # imported for readers: the tick says why it skipped
