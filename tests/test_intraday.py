@@ -13,7 +13,13 @@ from typing import Any
 
 import orjson
 import pytest
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, materialize
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    instance_for_test,
+    materialize,
+)
 
 from mixpanel_assets.aep.assets import AEP_BATCHES
 from mixpanel_assets.aep.resource import AEPResource
@@ -110,7 +116,6 @@ def test_loads_of_an_open_day_then_its_close_hold_each_event_once(
 ) -> None:
     sandbox, time = moving
     defs = build_definitions()
-    from dagster import instance_for_test
 
     with instance_for_test() as instance:
         time.at(12)
@@ -174,7 +179,6 @@ def test_loads_of_an_open_day_then_its_close_hold_each_event_once(
 
 
 def _assert_same_as_loaded_once(sandbox: LocalSandbox, defs: Definitions, final: set[str]) -> None:
-    from dagster import instance_for_test
 
     other = sandbox.platform.create_dataset("loaded-once")
     resources = _resources(sandbox, defs, other)
@@ -189,3 +193,26 @@ def _assert_same_as_loaded_once(sandbox: LocalSandbox, defs: Definitions, final:
         )
         assert once.success
     assert set(sandbox.platform.dataset_records(other)["_id"]) == final
+
+
+def test_an_event_mixpanel_processed_again_is_not_loaded_twice(
+    moving: tuple[LocalSandbox, Clock],
+) -> None:
+    sandbox, time = moving
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        time.at(12)
+        _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        morning = _live(sandbox)
+        seen = [
+            line
+            for line in sandbox.mixpanel.events_for_day(DAY)
+            if orjson.loads(line)["properties"]["mp_processing_time_ms"] <= _cut(12)
+        ]
+        time.at(12.5)
+        sandbox.mixpanel.add_resent_events(DAY, seen[:5])  # a client's retries, processed again
+        time.at(13)
+        second = _run(defs, instance, sandbox)
+        assert _metadata(second, XDM_EVENTS)["duplicates_dropped"] >= 4
+        live = _live(sandbox)  # no event live twice
+        assert set(morning) < set(live)

@@ -418,8 +418,13 @@ class MixpanelEmulator:
         with self._lock:
             batch = self._late_batches.get(day, 0)
             previous_max = self._max_processing_ms[day]
-            now_ms = round(self._clock() * 1000) if self._clock else time.time_ns() // 1_000_000
-            processed_at_ms = max(now_ms, previous_max + 1)
+            # With a clock, processed at the clock's time (visible from then on), else after
+            # everything the day holds, so that a where above any watermark returns them.
+            processed_at_ms = (
+                round(self._clock() * 1000)
+                if self._clock
+                else max(time.time_ns() // 1_000_000, previous_max + 1)
+            )
             lines = late_events(
                 self.project_id,
                 day,
@@ -433,8 +438,29 @@ class MixpanelEmulator:
             self._late.setdefault(day, []).extend(lines)
             if lines:
                 last = orjson.loads(lines[-1])["properties"]["mp_processing_time_ms"]
-                self._max_processing_ms[day] = last
+                self._max_processing_ms[day] = max(previous_max, last)
         return lines
+
+    def add_resent_events(self, day: date, lines: list[bytes]) -> list[bytes]:
+        """Copies of ``lines`` (events of ``day``) that Mixpanel processed again now, as after a
+        client's retry: the same event, a later ``mp_processing_time_ms``. Exports return both."""
+        self._measure_synthetic_day(day)
+        with self._lock:
+            processed = (
+                round(self._clock() * 1000)
+                if self._clock
+                else max(time.time_ns() // 1_000_000, self._max_processing_ms[day] + 1)
+            )
+            copies = []
+            for line in lines:
+                event = orjson.loads(line)
+                event["properties"]["mp_processing_time_ms"] = processed
+                copies.append(orjson.dumps(event))
+                processed += 1
+            self._late.setdefault(day, []).extend(copies)
+            if copies:
+                self._max_processing_ms[day] = max(self._max_processing_ms[day], processed - 1)
+        return copies
 
     def _measure_synthetic_day(self, day: date) -> None:
         """Seed the day's max ``mp_processing_time_ms`` with one pass over its synthetic lines.
