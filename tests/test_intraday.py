@@ -17,6 +17,7 @@ from dagster import (
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
+    build_op_context,
     instance_for_test,
     materialize,
 )
@@ -216,3 +217,27 @@ def test_an_event_mixpanel_processed_again_is_not_loaded_twice(
         assert _metadata(second, XDM_EVENTS)["duplicates_dropped"] >= 4
         live = _live(sandbox)  # no event live twice
         assert set(morning) < set(live)
+
+
+def test_the_unique_id_check_looks_across_the_days_loads(
+    moving: tuple[LocalSandbox, Clock],
+) -> None:
+    sandbox, time = moving
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        time.at(12)
+        _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        # The load's XDM file, presented as the day's second load: every _id is already live.
+        files = PartitionFiles(data_dir=str(sandbox.data_dir))
+        folder = files.folder(XDM_EVENTS, KEY)
+        manifest = folder.manifest()
+        manifest["intraday_load"] = {**manifest["intraday_load"], "number": 2}
+        folder.store.write_bytes("manifest.json", orjson.dumps(manifest))
+        (unique,) = [
+            check
+            for check in defs.asset_checks
+            if any(key.name == "unique_event_ids" for key in check.check_keys)
+        ]
+        evaluation = unique(build_op_context(partition_key=KEY), partition_files=files)
+    assert not evaluation.passed
+    assert evaluation.metadata["ids_live_from_earlier_loads"].value == manifest["records"] > 0

@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
 from dagster import Failure
+from isal import igzip
 
-from mixpanel_assets.intraday.ledger import DayLedger
+from mixpanel_assets.intraday.ledger import DayLedger, LedgerState
 from mixpanel_assets.intraday.loaded_keys import KeySet, LoadedKeys, RunWriter, SeededKeys
 from mixpanel_assets.storage import PartitionFiles
 from mixpanel_assets.xdm.day_mapping import KEY_TAG_BYTES
+
+_IDS_PER_LOOK_UP = 4096
 
 
 @dataclass
@@ -51,3 +56,22 @@ def earlier_loads_keys(
             sum(load.get("raw_lines", 0) for load in state.loads),
             sum(load.get("quarantined", 0) for load in state.loads),
         )
+
+
+def ids_live_in_earlier_loads(
+    partition_files: PartitionFiles, key: str, manifest: dict[str, Any], events: Path, shown: int
+) -> tuple[int, list[str]]:
+    """(records of an open day's load whose ``_id`` an earlier load of the day made live, a few
+    of those ``_id``s); (0, []) for a closed day. Streams the file, a batch of ids at a time."""
+    load = manifest.get("intraday_load")
+    if load is None:
+        return 0, []
+    ledger = DayLedger.of(partition_files, key)
+    earlier = LedgerState(ledger.read().loads[: load["number"] - 1])
+    repeated, examples = 0, []
+    with ledger.loaded_keys(earlier) as keys, igzip.open(events, "rb") as lines:
+        while batch := [orjson.loads(line)["_id"] for line in islice(lines, _IDS_PER_LOOK_UP)]:
+            found = keys.find([bytes.fromhex(identifier) for identifier in batch])
+            repeated += len(found)
+            examples += [key.hex() for key in found][: shown - len(examples)]
+    return repeated, examples

@@ -22,7 +22,7 @@ from dagster import (
 from isal import igzip
 
 from mixpanel_assets.intraday.open_day import DAY_COMPLETE
-from mixpanel_assets.intraday.seeding import earlier_loads_keys
+from mixpanel_assets.intraday.seeding import earlier_loads_keys, ids_live_in_earlier_loads
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
@@ -197,15 +197,21 @@ def build_xdm_checks(
         context: AssetCheckExecutionContext, partition_files: PartitionFiles
     ) -> AssetCheckResult:
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
-        with folder.local_copy("events") as events, folder.staging() as work_dir:
+        manifest = folder.manifest()
+        with folder.local_copy("events", manifest) as events, folder.staging() as work_dir:
             records, duplicates, examples = duplicate_event_ids(events, work_dir, EXAMPLES_SHOWN)
+            # An open day's load: its _ids must also be new to the day's earlier loads.
+            live_before, live_examples = ids_live_in_earlier_loads(
+                partition_files, context.partition_key, manifest, events, EXAMPLES_SHOWN
+            )
         return AssetCheckResult(
-            passed=duplicates == 0,
+            passed=duplicates == 0 and live_before == 0,
             metadata={
                 "partition": context.partition_key,
                 "records_read": records,
                 "repeated_ids": duplicates,
-                "examples": MetadataValue.json(examples),
+                "ids_live_from_earlier_loads": live_before,
+                "examples": MetadataValue.json(examples + live_examples),
             },
         )
 
