@@ -13,7 +13,7 @@ from mixpanel_assets.intraday.schedule import RESERVED_QUERIES, SCHEDULE_NAME, i
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
 from mixpanel_assets.pipeline import build_definitions
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
-from tests.test_intraday import Clock, _cut, _live, _metadata, _run, moving  # noqa: F401
+from tests.test_intraday import DAY, Clock, _cut, _live, _metadata, _run, moving  # noqa: F401
 
 
 def test_a_load_that_died_once_its_batch_was_live_is_replayed_by_the_next(
@@ -91,3 +91,45 @@ def test_the_schedule_loads_the_open_day_and_gives_way_when_the_budget_is_short(
             skipped = schedule.evaluate_tick(context)
         assert not skipped.run_requests
         assert "left this hour" in (skipped.skip_message or "")
+
+
+def test_a_load_whose_batch_failed_loses_nothing(
+    moving: tuple[LocalSandbox, Clock],  # noqa: F811 (the fixture)
+) -> None:
+    sandbox, time = moving
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        time.at(10)
+        _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        morning = _live(sandbox)
+        sandbox.platform.fail_next_batch("102", "The batch failed processing.")
+        time.at(11)
+        assert not _run(defs, instance, sandbox).success
+        assert _live(sandbox) == morning
+        time.at(12)
+        _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        live = _live(sandbox)
+        # The failed load's events came with the next one: none processed by then is missing.
+        assert set(morning) < set(live)
+        assert min(v for k, v in live.items() if k not in morning) <= _cut(10) + 30 * 60_000
+
+
+def test_a_closed_day_re_run_after_its_loads_replays_them_all_with_one_batch(
+    moving: tuple[LocalSandbox, Clock],  # noqa: F811 (the fixture)
+) -> None:
+    sandbox, time = moving
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        for hour in (9, 15, 24.5):
+            time.at(hour)
+            closed = _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        assert closed["day_complete"] is True
+        before = _live(sandbox)
+        time.at(26)
+        sandbox.mixpanel.add_late_events(DAY, 3)
+        time.at(26.5)
+        rerun = _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        after = _live(sandbox)
+    assert set(before) < set(after) and len(after) == len(before) + 3
+    assert len(rerun["batch_ids"]) == 1
+    assert sorted(rerun["replaced_batch_ids"]) == sorted(closed["batch_ids"])

@@ -182,6 +182,7 @@ def _append(
         )
         + f"; the day holds {state.live_records} events loaded up to {fresh_until(end).value}"
     )
+    _refuse_over_allowance(target, result)
     return _day_result(context, state, result, orphans, end, complete=False), result
 
 
@@ -234,7 +235,20 @@ def _close(
         {},
         complete=True,
     )
+    _refuse_over_allowance(target, result)
     return _day_result(context, state, result, replaced, watermark, complete=True), result
+
+
+def _refuse_over_allowance(target: DayTarget, result: DayBatchResult | None) -> None:
+    """Fail the run, once the ledger has the batch (it is live), when AEP dropped more rows
+    than the partial-ingestion allowance."""
+    allowed = target.aep.partial_ingestion_percent
+    if result is not None and result.failed_percent > allowed:
+        raise Failure(
+            f"{describe_failure(result)} That is {result.failed_percent:.2f}% of the load, over "
+            f"the allowed {allowed:g}%. AEP accepted the batch anyway: {result.batch_id} is "
+            "live; fix the records and re-run the day once it has closed to replace its batches."
+        )
 
 
 def _split_new(records_path: Path, earlier: LoadedKeys, increment: Path) -> tuple[int, int]:
