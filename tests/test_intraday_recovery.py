@@ -1,19 +1,24 @@
 """Intraday loads that die at the worst moment, and the schedule that starts them."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from dagster import build_schedule_context, instance_for_test
+from isal import igzip
 
-from mixpanel_assets.aep.assets import AEP_BATCHES
+from mixpanel_assets.aep.assets import AEP_BATCHES, AEP_DAY_TAG
 from mixpanel_assets.coordination import coordinator
 from mixpanel_assets.errors import ConfigError
 from mixpanel_assets.intraday.ledger import DayLedger
 from mixpanel_assets.intraday.schedule import RESERVED_QUERIES, SCHEDULE_NAME, intraday_crons
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
 from mixpanel_assets.pipeline import build_definitions
-from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
-from tests.test_intraday import DAY, Clock, _cut, _live, _metadata, _run, moving  # noqa: F401
+from mixpanel_assets.sandbox.local_sandbox import CLIENT_SECRET, LocalSandbox
+from mixpanel_assets.storage import PartitionFiles
+from mixpanel_assets.xdm.assets import XDM_EVENTS
+from tests.platform_clients import emulator_client
+from tests.test_intraday import DAY, KEY, Clock, _cut, _live, _metadata, _run, moving  # noqa: F401
 
 
 def test_a_load_that_died_once_its_batch_was_live_is_replayed_by_the_next(
@@ -133,3 +138,45 @@ def test_a_closed_day_re_run_after_its_loads_replays_them_all_with_one_batch(
     assert set(before) < set(after) and len(after) == len(before) + 3
     assert len(rerun["batch_ids"]) == 1
     assert sorted(rerun["replaced_batch_ids"]) == sorted(closed["batch_ids"])
+
+
+def test_a_batch_replaced_outside_the_pipeline_stops_loads_and_the_close_replays_the_day(
+    moving: tuple[LocalSandbox, Clock],  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
+    sandbox, time = moving
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        time.at(10)
+        first = _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        # Someone replaces the load's batch by hand with a batch of one of its records.
+        files = PartitionFiles(data_dir=str(sandbox.data_dir))
+        with (
+            files.folder(XDM_EVENTS, KEY).local_copy("events") as events,
+            igzip.open(events, "rb") as lines,
+        ):
+            record = next(iter(lines))
+        (tmp_path / "one.json").write_bytes(record)
+        client = emulator_client(sandbox.platform, CLIENT_SECRET)
+        by_hand = client.create_batch(
+            dataset_id=sandbox.dataset_id,
+            external_id="by-hand",
+            predecessors=first["batch_ids"],
+            tags={AEP_DAY_TAG: [f"{sandbox.mixpanel.project_id}/{KEY}"]},
+            partial_ingestion_percent=0,
+        )
+        client.upload_file(by_hand, sandbox.dataset_id, "one.json", tmp_path / "one.json")
+        client.complete_batch(by_hand)
+        client.wait_for_batch(by_hand, timeout_seconds=30, poll_seconds=0.02)
+
+        time.at(11)
+        refused = _run(defs, instance, sandbox)
+        assert not refused.success
+        assert len(_live(sandbox)) == 1
+
+        time.at(24.5)
+        closed = _metadata(_run(defs, instance, sandbox), AEP_BATCHES)
+        final = _live(sandbox)
+    assert closed["day_complete"] is True and len(closed["batch_ids"]) == 1
+    assert by_hand in closed["replaced_batch_ids"]
+    assert closed["dagster/row_count"] == len(final) > 1

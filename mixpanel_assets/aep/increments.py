@@ -89,14 +89,24 @@ def load_increment(
             "meanwhile. Materialize the day again from mixpanel_raw_events.",
             allow_retries=False,
         )
-    orphans = _settle(context, target, state)
+    live = _settle(context, target, state)
+    orphans = [batch for batch in live if batch not in state.batch_ids]
+    gone = [batch for batch in state.batch_ids if batch not in live]
     if load is not None:
+        if gone:
+            raise Failure(
+                f"{context.partition_key}: batch(es) {gone} of the day's earlier loads are no "
+                "longer live in AEP (reverted or deleted outside this pipeline), so the day's "
+                "loads no longer add up. Run the day again once it has closed: that run replays "
+                "every batch of the day with one batch of the whole day.",
+                allow_retries=False,
+            )
         return _append(context, target, ledger, state, orphans, load, xdm, xdm_manifest, work)
-    return _close(context, target, ledger, state, orphans, records_path, xdm_manifest, work)
+    return _close(context, target, ledger, state, live, records_path, xdm_manifest, work)
 
 
 def _settle(context: AssetExecutionContext, target: DayTarget, state: LedgerState) -> list[str]:
-    """The day's live batches the ledger does not know (loads that died once live)."""
+    """The day's live batches, once unfinished ones are settled, oldest first."""
     try:
         settled = settle_day(
             target.client,
@@ -110,22 +120,13 @@ def _settle(context: AssetExecutionContext, target: DayTarget, state: LedgerStat
         raise Failure(f"could not settle the day's earlier batches: {problem}") from None
     if settled.aborted:
         context.log.warning(f"aborted batch(es) {settled.aborted}, left loading by a dead run")
-    gone = [batch for batch in state.batch_ids if batch not in settled.live]
-    if gone:
-        raise Failure(
-            f"{context.partition_key}: batch(es) {gone} of the day's earlier loads are no longer "
-            "live in AEP (reverted or deleted outside this pipeline), so the day's loads no "
-            "longer add up. Wait until the day has closed and re-run it whole: it then replays "
-            "every batch of the day.",
-            allow_retries=False,
-        )
     orphans = [batch for batch in settled.live if batch not in state.batch_ids]
     if orphans:
         context.log.warning(
             f"batch(es) {orphans} went live in a load that died before recording them; this "
             "run's batch holds their events again and replays them"
         )
-    return orphans
+    return settled.live
 
 
 def _append(
@@ -191,28 +192,31 @@ def _close(
     target: DayTarget,
     ledger: DayLedger,
     state: LedgerState,
-    orphans: list[str],
+    live: list[str],
     records_path: Path,
     xdm_manifest: dict[str, Any],
     work: Path,
 ) -> tuple[MaterializeResult, DayBatchResult | None]:
     """The last increment: the whole day's records that no load made live."""
+    orphans = [batch for batch in live if batch not in state.batch_ids]
+    recorded_live = all(batch in live for batch in state.batch_ids)
     increment = work / "increment.jsonl.gz"
     with ledger.loaded_keys(state) as earlier:
         already_live, new = _split_new(records_path, earlier, increment)
     watermark = xdm_manifest["raw_watermark_ms"] or 0
     number = len(state.loads) + 1
     replaced = orphans
-    if already_live == state.live_records and (new or not orphans):
+    whole_day = not (recorded_live and already_live == state.live_records and (new or not orphans))
+    if not whole_day:
         result = _ingest(target, increment, "close", orphans, work, number) if new else None
         entry_records = result.record_count if result else 0
         context.log.info(
             f"closed {context.partition_key}: {new} events the loads had not made live"
         )
     else:
-        # Some live event is no longer in the day: only a replay of every batch makes the
-        # dataset what a day loaded once after it closed would hold.
-        replaced = [*state.batch_ids, *orphans]
+        # Some live event is no longer in the day, or a recorded batch is no longer live: only
+        # a replay of every batch makes the dataset what a day loaded once would hold.
+        replaced = live
         context.log.warning(
             f"{context.partition_key}: the whole day holds {already_live} of the "
             f"{state.live_records} events its loads made live; replaying the day's batches "
@@ -230,7 +234,7 @@ def _close(
             "records": entry_records,
             "uploaded_records": result.uploaded_records if result else 0,
             "replaced_batch_ids": replaced,
-            "replayed_whole_day": replaced != orphans,
+            "replayed_whole_day": whole_day,
         },
         {},
         complete=True,
@@ -343,7 +347,10 @@ def _day_result(
     complete: bool,
 ) -> MaterializeResult:
     """The whole day so far, as the contract's keys describe a day loaded once."""
-    live = _live_batch_ids(state, result, replaced)
+    if state.loads[-1].get("replayed_whole_day"):
+        live = [result.batch_id] if result else []
+    else:
+        live = [batch for batch in state.batch_ids if batch not in replaced]
     metadata = {
         "dagster/row_count": state.live_records,
         "batch_ids": MetadataValue.json(live),
@@ -367,12 +374,3 @@ def _day_result(
         },
     )
     return MaterializeResult(metadata=metadata, check_results=[check])
-
-
-def _live_batch_ids(
-    state: LedgerState, result: DayBatchResult | None, replaced: list[str]
-) -> list[str]:
-    earlier = [batch for batch in state.batch_ids if batch not in replaced]
-    if result is not None and result.batch_id not in earlier:
-        earlier.append(result.batch_id)
-    return earlier
