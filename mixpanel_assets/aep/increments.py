@@ -16,7 +16,8 @@ cannot be reconciled, the closing run replays them all with one batch of the who
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from mixpanel_assets.storage import PartitionFolder
 # Catalog tag of an increment's batch: the processing-time range "start..end" it loaded.
 RANGE_TAG = "mixpanelAssetsLoadRange"
 _IDS_PER_LOOK_UP = 4096
+PROGRESS_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _close(
     recorded_live = all(batch in live for batch in state.batch_ids)
     increment = work / "increment.jsonl.gz"
     with ledger.loaded_keys(state) as earlier:
-        already_live, new = _split_new(records_path, earlier, increment)
+        already_live, new = _split_new(records_path, earlier, increment, context.log.info)
     watermark = xdm_manifest["raw_watermark_ms"] or 0
     number = len(state.loads) + 1
     replaced = orphans
@@ -255,10 +257,13 @@ def _refuse_over_allowance(target: DayTarget, result: DayBatchResult | None) -> 
         )
 
 
-def _split_new(records_path: Path, earlier: LoadedKeys, increment: Path) -> tuple[int, int]:
+def _split_new(
+    records_path: Path, earlier: LoadedKeys, increment: Path, log: Callable[[str], None]
+) -> tuple[int, int]:
     """(records whose _id an earlier load made live, records written to ``increment``)."""
     already = new = 0
     pending: list[tuple[bytes, bytes]] = []
+    next_report = time.monotonic() + PROGRESS_SECONDS
 
     def flush(out: Any) -> None:
         nonlocal already, new
@@ -274,6 +279,9 @@ def _split_new(records_path: Path, earlier: LoadedKeys, increment: Path) -> tupl
             pending.append((bytes.fromhex(orjson.loads(line)["_id"]), line))
             if len(pending) >= _IDS_PER_LOOK_UP:
                 flush(out)
+                if time.monotonic() >= next_report:
+                    log(f"closing the day: {already + new} records compared, {new} not yet live")
+                    next_report += PROGRESS_SECONDS
         flush(out)
     return already, new
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mixpanel_assets.xdm.seen_keys import KEY_BYTES
 
-RUN_KEYS = 1 << 20
+RUN_KEYS = 1 << 19
 _PREFIX_BYTES = 8
 
 
@@ -28,22 +28,25 @@ class KeySet(Protocol):
 
 
 class RunWriter:
-    """Writes (key, tag) entries as sorted run files ``<stem>-NNNN.keys`` in ``folder``."""
+    """Writes (key, tag) entries as sorted run files ``<stem>-NNNN.keys`` in ``folder``.
+
+    Entries wait in two flat buffers (72 bytes an entry), at most ``RUN_KEYS`` of them.
+    """
 
     def __init__(self, folder: Path, stem: str, tag_bytes: int) -> None:
         self._folder = folder
         self._stem = stem
         self._tag_bytes = tag_bytes
-        self._keys: list[bytes] = []
-        self._tags: list[bytes] = []
+        self._keys = bytearray()
+        self._tags = bytearray()
         self.paths: list[Path] = []
         self.count = 0
 
     def add(self, keys: Sequence[bytes], tags: Sequence[bytes]) -> None:
-        self._keys.extend(keys)
-        self._tags.extend(tags)
+        self._keys += b"".join(keys)
+        self._tags += b"".join(tags)
         self.count += len(keys)
-        if len(self._keys) >= RUN_KEYS:
+        if len(self._keys) >= RUN_KEYS * KEY_BYTES:
             self._flush()
 
     def finish(self) -> list[Path]:
@@ -52,20 +55,19 @@ class RunWriter:
         return self.paths
 
     def _flush(self) -> None:
-        keys = np.frombuffer(b"".join(self._keys), f"V{KEY_BYTES}")
-        words = np.frombuffer(b"".join(self._keys), ">u8").reshape(-1, KEY_BYTES // 8)
+        joined = bytes(self._keys)
+        words = np.frombuffer(joined, ">u8").reshape(-1, KEY_BYTES // 8)
         order = np.lexsort(words.T[::-1])
-        prefixes = words[order, 0].astype("<u8")
         entries = np.empty(len(order), [("key", f"V{KEY_BYTES}"), ("tag", f"V{self._tag_bytes}")])
-        entries["key"] = keys[order]
+        entries["key"] = np.frombuffer(joined, f"V{KEY_BYTES}")[order]
         if self._tag_bytes:
-            entries["tag"] = np.frombuffer(b"".join(self._tags), f"V{self._tag_bytes}")[order]
+            entries["tag"] = np.frombuffer(bytes(self._tags), f"V{self._tag_bytes}")[order]
         path = self._folder / f"{self._stem}-{len(self.paths):04d}.keys"
         with path.open("wb") as file:
-            file.write(prefixes.tobytes())
+            file.write(words[order, 0].astype("<u8").tobytes())
             file.write(entries.tobytes())
         self.paths.append(path)
-        self._keys, self._tags = [], []
+        self._keys, self._tags = bytearray(), bytearray()
 
 
 class LoadedKeys:
