@@ -148,6 +148,7 @@ def build_daily_ingestion_schedule(
 def _chain_job(name: str, partitions: DailyPartitionsDefinition) -> UnresolvedAssetJobDefinition:
     return define_asset_job(
         name=name,
+        # Deprecated, yet what lets a schedule ask for a partition without the repository.
         partitions_def=partitions,
         selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
         description="Export one Mixpanel day, map it to XDM and load it into AEP.",
