@@ -195,7 +195,14 @@ def main() -> int:
         "--stages", default="export,mapping,upload", help="comma-separated stages, in order"
     )
     parser.add_argument("--no-peers", action="store_true", help="skip curl, orjson, mixpanel-utils")
+    parser.add_argument(
+        "--intraday", action="store_true", help="intraday loads of an open day instead"
+    )
     args = parser.parse_args()
+    if args.intraday:
+        from bench.intraday import main as intraday
+
+        return intraday(args.events)
     from mixpanel_assets.sandbox.local_sandbox import local_sandbox
 
     day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()

@@ -1,6 +1,8 @@
-"""The daily chain assembled: the three assets, their checks, the job, schedule and sensor."""
+"""The daily chain assembled: the three assets, their checks, the jobs, schedules and sensor."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from dagster import (
     AssetSelection,
@@ -8,15 +10,21 @@ from dagster import (
     DefaultScheduleStatus,
     Definitions,
     ScheduleDefinition,
-    build_schedule_from_partitioned_job,
+    ScheduleEvaluationContext,
+    SkipReason,
     define_asset_job,
     in_process_executor,
+    schedule,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import (  # the type only
+    UnresolvedAssetJobDefinition,
 )
 
 from mixpanel_assets import settings
 from mixpanel_assets.aep.assets import AEP_BATCHES, build_aep_ingested_batches
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.coordination import COORDINATION_VARIABLE
+from mixpanel_assets.intraday.schedule import build_intraday_schedule, intraday_minutes
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS, build_mixpanel_raw_events
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.mixpanel.sensors import build_late_events_sensor
@@ -25,6 +33,7 @@ from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_checks, build_xdm_e
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
 DAILY_JOB = "daily_ingestion_job"
+INTRADAY_JOB = "intraday_ingestion_job"
 
 
 def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
@@ -33,9 +42,16 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
     ``mixpanel`` replaces the Mixpanel resource, e.g. to set its filters, retries or rate
     budget in code (``MixpanelResource.from_env(days_per_request=14)``).
     """
+    # The open day is a partition too (end_offset=1): its runs are intraday loads.
     partitions = DailyPartitionsDefinition(
-        start_date=settings.start_date().isoformat(), timezone=settings.partitions_timezone()
+        start_date=settings.start_date().isoformat(),
+        timezone=settings.partitions_timezone(),
+        end_offset=1,
     )
+    closed_days = DailyPartitionsDefinition(
+        start_date=partitions.start.strftime("%Y-%m-%d"), timezone=partitions.timezone
+    )
+    intraday = intraday_minutes()
     return Definitions(
         assets=[
             build_mixpanel_raw_events(partitions),
@@ -45,18 +61,29 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
         asset_checks=build_xdm_checks(partitions),
         schedules=[
             build_daily_ingestion_schedule(
+                partitions,
+                closed_days,
                 settings.int_setting(
                     "MIXPANEL_ASSETS_SETTLE_MINUTES",
                     60,
                     0,
                     23 * 60 + 59,
                     "the minutes to wait after midnight before exporting the day",
-                )
-            )
+                ),
+            ),
+            *(
+                [
+                    build_intraday_schedule(
+                        partitions, _chain_job(INTRADAY_JOB, partitions), intraday
+                    )
+                ]
+                if intraday
+                else []
+            ),
         ],
         sensors=[
             build_late_events_sensor(
-                partitions,
+                closed_days,
                 DAILY_JOB,
                 loaded_asset=AEP_BATCHES,
                 recent_days=settings.int_setting(
@@ -94,22 +121,42 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
     )
 
 
-def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
+def build_daily_ingestion_schedule(
+    partitions: DailyPartitionsDefinition,
+    closed_days: DailyPartitionsDefinition,
+    settle_minutes: int,
+) -> ScheduleDefinition:
     """The schedule and, through it, the job that runs the three assets for one day.
 
     It fires ``settle_minutes`` after midnight in the partitions' timezone, so that events Mixpanel
-    is still processing at midnight land in the day's first export.
+    is still processing at midnight land in the day's first export; it runs the day that just
+    closed (the last of ``closed_days``), never the open day.
     """
-    job = define_asset_job(
-        name=DAILY_JOB,
-        selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
-        description="Export one Mixpanel day, map it to XDM and load it into AEP.",
-    )
-    return build_schedule_from_partitioned_job(
-        job,
+
+    job = _chain_job(DAILY_JOB, partitions)
+
+    @schedule(
         name="daily_ingestion_schedule",
-        hour_of_day=settle_minutes // 60,
-        minute_of_hour=settle_minutes % 60,
+        cron_schedule=f"{settle_minutes % 60} {settle_minutes // 60} * * *",
+        job=job,
+        execution_timezone=closed_days.timezone,
         default_status=DefaultScheduleStatus.RUNNING,
         description="Each day after it closes in the partitions' timezone, runs the chain for it.",
+    )
+    def daily_ingestion_schedule(context: ScheduleEvaluationContext) -> Any:
+        keys = closed_days.get_partition_keys(current_time=context.scheduled_execution_time)
+        if not keys:
+            return SkipReason("no day has closed since the start date yet")
+        return job.run_request_for_partition(partition_key=keys[-1], run_key=keys[-1])
+
+    return daily_ingestion_schedule
+
+
+def _chain_job(name: str, partitions: DailyPartitionsDefinition) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        name=name,
+        # Deprecated, yet what lets a schedule ask for a partition without the repository.
+        partitions_def=partitions,
+        selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
+        description="Export one Mixpanel day, map it to XDM and load it into AEP.",
     )

@@ -36,11 +36,14 @@ from mixpanel_assets.aep.day_batch import (
     describe_failure,
     load_day,
 )
+from mixpanel_assets.aep.increments import DayTarget, load_increment, needs_increment
 from mixpanel_assets.aep.replay import SettledDay, settle_day
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.aep.target_schema import SchemaMismatchError, read_target_schema
 from mixpanel_assets.coordination import HeldLock
 from mixpanel_assets.errors import LockLostError
+from mixpanel_assets.intraday.ledger import DayLedger
+from mixpanel_assets.intraday.open_day import DAY_COMPLETE
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS, WATERMARK
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
@@ -104,6 +107,16 @@ def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -
             # replay the same predecessor and both stay live (the queued run coordinator's
             # per-day limit does not cover the CLI).
             with partition_files.coordinator().lock(f"{AEP_BATCHES}:{day_tag}") as day_lock:
+                ledger = DayLedger.of(partition_files, key)
+                if needs_increment(ledger.read(), xdm_manifest):
+                    day = DayTarget(
+                        client, aep, {AEP_DAY_TAG: day_tag}, _external_id(day_tag, context)
+                    )
+                    with folder.staging() as work:
+                        materialized, _ = load_increment(
+                            context, day, ledger, xdm, xdm_manifest, records_path, work
+                        )
+                    return materialized
                 return _load_day(
                     context, aep, folder, records_path, xdm_manifest, day_tag, client, day_lock
                 )
@@ -147,7 +160,7 @@ def _load_day(
         return _empty_day(key, settled, watermark)
     request = DayBatchRequest(
         dataset_id=aep.dataset_id,
-        external_id=f"mixpanel-{day_tag.replace('/', '-')}-{context.run.run_id[:8]}",
+        external_id=_external_id(day_tag, context),
         tags={AEP_DAY_TAG: [day_tag]},
         predecessors=settled.live,
         max_file_bytes=aep.upload_file_max_bytes,
@@ -160,7 +173,7 @@ def _load_day(
             result = load_day(client, records_path, request, work)
         except (AEPError, ValueError) as problem:
             raise Failure(str(problem)) from None
-    metadata = {**_batch_metadata(result, settled), WATERMARK: watermark}
+    metadata = {**_batch_metadata(result, settled), WATERMARK: watermark, DAY_COMPLETE: True}
     if batch_failed(result):
         raise Failure(describe_failure(result), metadata=metadata)
     if result.failed_percent > aep.partial_ingestion_percent:
@@ -188,6 +201,10 @@ def _load_day(
     return MaterializeResult(metadata=metadata, check_results=[_batch_check(key, result)])
 
 
+def _external_id(day_tag: str, context: AssetExecutionContext) -> str:
+    return f"mixpanel-{day_tag.replace('/', '-')}-{context.run.run_id[:8]}"
+
+
 def _remembered_batch_ids(context: AssetExecutionContext, folder: PartitionFolder) -> list[str]:
     """The day's batches from its last materialization and from the partition manifest."""
     found: list[str] = []
@@ -212,7 +229,12 @@ def _require_checked_day(key: str, raw: dict[str, Any], xdm: dict[str, Any]) -> 
         problems.append("it was mapped from an earlier raw export than the current one")
     if xdm["records"] + xdm["duplicates_dropped"] + xdm["quarantined"] != raw["line_count"]:
         problems.append("its counts do not reconcile with the raw export")
-    if xdm["raw_lines"] and xdm["quarantined"] / xdm["raw_lines"] > xdm["max_quarantined_share"]:
+    raw_lines = xdm.get("day_raw_lines", xdm["raw_lines"])  # an open day: its loads so far
+    if (
+        raw_lines
+        and xdm.get("day_quarantined", xdm["quarantined"]) / raw_lines
+        > xdm["max_quarantined_share"]
+    ):
         problems.append("its quarantined share is over max_quarantined_share")
     if problems:
         raise Failure(
@@ -237,6 +259,7 @@ def _empty_day(key: str, settled: SettledDay, watermark: int) -> MaterializeResu
             "replaced_batch_ids": MetadataValue.json([]),
             "aborted_batch_ids": MetadataValue.json(settled.aborted),
             WATERMARK: watermark,
+            DAY_COMPLETE: True,
         },
         check_results=[
             AssetCheckResult(

@@ -17,6 +17,8 @@ from dagster import (
     asset,
 )
 
+from mixpanel_assets.intraday import clock
+from mixpanel_assets.intraday.open_day import day_state, day_state_metadata, open_day_load
 from mixpanel_assets.mixpanel.backfill_batching import (
     BACKFILL_TAG,
     BackfillStaging,
@@ -57,19 +59,25 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
     ) -> MaterializeResult:
         """The day's Raw Event Export as received (gzip JSON lines) and a manifest.
 
-        A day is exported only once it has closed in the project's timezone, and is published
-        only when complete; a re-run replaces it whole. A Mixpanel outage that outlasts the
-        client's own retries makes the step try again later (``step_retries``); a refusal
-        (credentials, plan, access, timezone, URL) fails at once.
+        A closed day is exported whole and published only when complete; a re-run replaces it
+        whole. A run of the open day (today in the partitions' timezone) exports only what
+        Mixpanel processed since the day's previous load (see ``intraday.open_day``). A
+        Mixpanel outage that outlasts the client's own retries makes the step try again later
+        (``step_retries``); a refusal (credentials, plan, access, timezone, URL) fails at once.
         """
         check_run_settings(context, mixpanel, partition_files)
         window = context.partition_time_window
-        if window.end > datetime.now(UTC):
+        now = clock.now()
+        if window.start > now:
             raise Failure(
-                f"{context.partition_key} has not closed yet in {partitions_def.timezone}; "
-                "Mixpanel would return a partial day. Run it after midnight.",
+                f"{context.partition_key} has not begun yet in {partitions_def.timezone}: "
+                "there is nothing to export.",
                 allow_retries=False,
             )
+        # The open day: this run loads what Mixpanel processed since the day's previous load.
+        load = None
+        if window.end > now:
+            load = open_day_load(partition_files, context.partition_key, now)
         day = date.fromisoformat(context.partition_key)
         try:
             client = mixpanel.get_client()
@@ -79,9 +87,14 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
         with folder.staging() as staging:
             target = staging / "events.jsonl.gz"
             try:
-                summary, request = _export_day(
-                    context, day, mixpanel, client, partition_files, target
-                )
+                if load is None:
+                    summary, request = _export_day(
+                        context, day, mixpanel, client, partition_files, target
+                    )
+                else:
+                    query = mixpanel.query(day, day, load.where)
+                    summary = client.export_to_file(query, target)
+                    request = query.params(client.project_id)
             except MixpanelExportError as problem:
                 if problem.transient and context.retry_number < mixpanel.step_retries:
                     context.log.warning(f"{problem} Trying again later.")
@@ -91,14 +104,15 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
                     ) from problem
                 raise Failure(str(problem), allow_retries=False) from None
             request = {**request, "url": client.export_url}
-            manifest = folder.publish({"events": target}, _manifest(summary, request))
+            manifest = folder.publish(
+                {"events": target}, {**_manifest(summary, request), **day_state(load, request)}
+            )
         context.log.info(
             f"exported {summary.line_count} events ({summary.byte_count} bytes) for {day} "
             f"in {summary.attempts} attempt(s)"
         )
-        return MaterializeResult(
-            metadata=_metadata(summary, manifest, folder.location("events", manifest))
-        )
+        metadata = _metadata(summary, manifest, folder.location("events", manifest))
+        return MaterializeResult(metadata={**metadata, **day_state_metadata(load)})
 
     return mixpanel_raw_events
 

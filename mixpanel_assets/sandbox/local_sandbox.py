@@ -10,7 +10,7 @@ creates the schema and dataset, every later start finds them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -79,6 +79,7 @@ def local_sandbox(
     timezone: str = "UTC",
     time_regime: str = "utc",
     processing_seconds: float = 0.2,
+    clock: Callable[[], float] | None = None,
 ) -> Iterator[LocalSandbox]:
     """Start both emulators on free loopback ports; stop them on exit."""
     data_dir = data_dir.resolve()
@@ -88,6 +89,7 @@ def local_sandbox(
         events_per_day=events_per_day,
         timezone=timezone,
         time_regime=time_regime,
+        clock=clock,
     )
     platform = PlatformEmulator(
         data_dir / "local_sandbox" / "platform",

@@ -284,8 +284,10 @@ class MixpanelEmulator:
     UTC days whatever ``timezone`` says) or ``"project_local"`` (legacy projects: dates are days
     in ``timezone`` and ``time`` is local wall-clock time read as UTC); ``day_timezone`` is the
     zone of the dates. Every day up to ``today()`` is whole (``events_per_day`` lines plus late
-    events), today included, so that exports are reproducible. ``project_id``, ``timezone``,
-    ``time_regime`` and ``events_per_day`` are public for callers that configure a client.
+    events), today included, so that exports are reproducible; with a ``clock`` (epoch seconds,
+    e.g. one a test moves), today is the clock's date and only events processed by the clock's
+    time are served. ``project_id``, ``timezone``, ``time_regime`` and ``events_per_day`` are
+    public for callers that configure a client.
     """
 
     def __init__(
@@ -299,6 +301,7 @@ class MixpanelEmulator:
         events_per_day: int = 400,
         chunk_size: int = 997,
         today: Callable[[], date] | None = None,
+        clock: Callable[[], float] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         max_requests_per_hour: int | None = None,
@@ -319,6 +322,9 @@ class MixpanelEmulator:
         self._secret = secret
         self._chunk_size = chunk_size
         self._today = today or (lambda: datetime.now(zone).date())
+        self._clock = clock
+        if clock is not None and today is None:
+            self._today = lambda: datetime.fromtimestamp(clock(), zone).date()
         self._address = (host, port)
         self._max_per_hour = max_requests_per_hour
         self._max_per_second = max_requests_per_second
@@ -395,7 +401,15 @@ class MixpanelEmulator:
             timezone=self.day_timezone,
             time_regime=self.time_regime,
         )
-        return itertools.chain(synthetic, late)
+        return self._processed_by_now(itertools.chain(synthetic, late))
+
+    def _processed_by_now(self, lines: Iterator[bytes]) -> Iterator[bytes]:
+        """With a ``clock``, only the events Mixpanel has processed by then: an event becomes
+        visible once its ``mp_processing_time_ms`` has passed, as an open day grows."""
+        if self._clock is None:
+            return lines
+        now_ms = self._clock() * 1000
+        return (line for line in lines if _processing_time_ms(line) <= now_ms)
 
     def add_late_events(self, day: date, count: int) -> list[bytes]:
         """Add ``count`` events of ``day`` processed now (after all the day's previous events).
@@ -407,7 +421,13 @@ class MixpanelEmulator:
         with self._lock:
             batch = self._late_batches.get(day, 0)
             previous_max = self._max_processing_ms[day]
-            processed_at_ms = max(time.time_ns() // 1_000_000, previous_max + 1)
+            # With a clock, processed at the clock's time (visible from then on), else after
+            # everything the day holds, so that a where above any watermark returns them.
+            processed_at_ms = (
+                round(self._clock() * 1000)
+                if self._clock
+                else max(time.time_ns() // 1_000_000, previous_max + 1)
+            )
             lines = late_events(
                 self.project_id,
                 day,
@@ -421,8 +441,29 @@ class MixpanelEmulator:
             self._late.setdefault(day, []).extend(lines)
             if lines:
                 last = orjson.loads(lines[-1])["properties"]["mp_processing_time_ms"]
-                self._max_processing_ms[day] = last
+                self._max_processing_ms[day] = max(previous_max, last)
         return lines
+
+    def add_resent_events(self, day: date, lines: list[bytes]) -> list[bytes]:
+        """Copies of ``lines`` (events of ``day``) that Mixpanel processed again now, as after a
+        client's retry: the same event, a later ``mp_processing_time_ms``. Exports return both."""
+        self._measure_synthetic_day(day)
+        with self._lock:
+            processed = (
+                round(self._clock() * 1000)
+                if self._clock
+                else max(time.time_ns() // 1_000_000, self._max_processing_ms[day] + 1)
+            )
+            copies = []
+            for line in lines:
+                event = orjson.loads(line)
+                event["properties"]["mp_processing_time_ms"] = processed
+                copies.append(orjson.dumps(event))
+                processed += 1
+            self._late.setdefault(day, []).extend(copies)
+            if copies:
+                self._max_processing_ms[day] = max(self._max_processing_ms[day], processed - 1)
+        return copies
 
     def _measure_synthetic_day(self, day: date) -> None:
         """Seed the day's max ``mp_processing_time_ms`` with one pass over its synthetic lines.
@@ -655,6 +696,16 @@ class MixpanelEmulator:
             body.close(compressor.flush(isal_zlib.Z_SYNC_FLUSH) + _INVALID_DEFLATE)
         else:
             body.close(compressor.flush())
+
+
+def _processing_time_ms(line: bytes) -> float:
+    """The line's ``mp_processing_time_ms`` (minus infinity when it has none)."""
+    try:
+        processed = orjson.loads(line)["properties"]["mp_processing_time_ms"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return float("-inf")
+    valid = isinstance(processed, int | float) and not isinstance(processed, bool)
+    return processed if valid else float("-inf")
 
 
 def _blocks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:

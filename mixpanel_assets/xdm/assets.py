@@ -1,6 +1,7 @@
 """``xdm_experience_events`` and the checks that stop a bad day before it reaches AEP."""
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -20,6 +21,8 @@ from dagster import (
 )
 from isal import igzip
 
+from mixpanel_assets.intraday.open_day import DAY_COMPLETE
+from mixpanel_assets.intraday.seeding import earlier_loads_keys, ids_live_in_earlier_loads
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.settings import ConfigError
@@ -72,7 +75,18 @@ def build_xdm_experience_events(
         raw_manifest = raw.manifest()  # once: the file mapped and the figures kept must agree
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         max_share = xdm_mapping.rules().max_quarantined_share
-        with raw.local_copy("events", raw_manifest) as raw_file, folder.staging() as staging:
+        load = raw_manifest.get("intraday_load")
+        with ExitStack() as stack:
+            raw_file = stack.enter_context(raw.local_copy("events", raw_manifest))
+            staging = stack.enter_context(folder.staging())
+            # A load of the open day drops what the day's earlier loads made live.
+            keys = (
+                None
+                if load is None
+                else stack.enter_context(
+                    earlier_loads_keys(partition_files, context.partition_key, load, staging)
+                )
+            )
             stats = map_day(
                 raw_file,
                 staging / "events.jsonl.gz",
@@ -80,11 +94,13 @@ def build_xdm_experience_events(
                 spec,
                 staging,
                 workers=workers,
+                wrap_seen=None if keys is None else keys.wrap,
             )
             manifest = folder.publish(
                 {
                     "events": staging / "events.jsonl.gz",
                     "quarantine": staging / "quarantine.jsonl.gz",
+                    **({} if keys is None else keys.files()),
                 },
                 {
                     "raw_lines": stats.raw_lines,
@@ -99,6 +115,12 @@ def build_xdm_experience_events(
                     "raw_sha256": raw_manifest["sha256"],
                     "raw_watermark_ms": raw_manifest["max_processing_time_ms"],
                     "mapped_at": datetime.now(UTC).isoformat(),
+                    DAY_COMPLETE: raw_manifest.get(DAY_COMPLETE, True),
+                    "intraday_load": load,
+                    # The day so far, over its loads: what the quarantine share is judged on.
+                    "day_raw_lines": stats.raw_lines + (keys.earlier_raw_lines if keys else 0),
+                    "day_quarantined": stats.quarantined
+                    + (keys.earlier_quarantined if keys else 0),
                 },
             )
         if stats.quarantined:
@@ -117,6 +139,7 @@ def build_xdm_experience_events(
                 "quarantine_file": MetadataValue.path(folder.location("quarantine", manifest)),
                 "event_types": MetadataValue.json(manifest["event_types"]),
                 "mapping_file": MetadataValue.path(manifest["mapping_file"]),
+                DAY_COMPLETE: manifest[DAY_COMPLETE],
             }
         )
 
@@ -174,15 +197,21 @@ def build_xdm_checks(
         context: AssetCheckExecutionContext, partition_files: PartitionFiles
     ) -> AssetCheckResult:
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
-        with folder.local_copy("events") as events, folder.staging() as work_dir:
+        manifest = folder.manifest()
+        with folder.local_copy("events", manifest) as events, folder.staging() as work_dir:
             records, duplicates, examples = duplicate_event_ids(events, work_dir, EXAMPLES_SHOWN)
+            # An open day's load: its _ids must also be new to the day's earlier loads.
+            live_before, live_examples = ids_live_in_earlier_loads(
+                partition_files, context.partition_key, manifest, events, EXAMPLES_SHOWN
+            )
         return AssetCheckResult(
-            passed=duplicates == 0,
+            passed=duplicates == 0 and live_before == 0,
             metadata={
                 "partition": context.partition_key,
                 "records_read": records,
                 "repeated_ids": duplicates,
-                "examples": MetadataValue.json(examples),
+                "ids_live_from_earlier_loads": live_before,
+                "examples": MetadataValue.json(examples + live_examples),
             },
         )
 
@@ -235,14 +264,18 @@ def build_xdm_checks(
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
         limit = xdm["max_quarantined_share"]  # the limit the day was mapped under
+        # An open day is judged over its loads so far (a partition mapped before intraday loads
+        # existed has only its own counts).
+        raw_lines = xdm.get("day_raw_lines", xdm["raw_lines"])
+        quarantined = xdm.get("day_quarantined", xdm["quarantined"])
         # A correctly rounded division: exactly 1 line in 100 equals the literal 0.01.
-        share = xdm["quarantined"] / xdm["raw_lines"] if xdm["raw_lines"] else 0.0
+        share = quarantined / raw_lines if raw_lines else 0.0
         return AssetCheckResult(
             passed=share <= limit,
             metadata={
                 "partition": context.partition_key,
-                "quarantined": xdm["quarantined"],
-                "raw_lines": xdm["raw_lines"],
+                "quarantined": quarantined,
+                "raw_lines": raw_lines,
                 "quarantined_share": share,
                 "max_quarantined_share": limit,
                 "quarantine_reasons": MetadataValue.json(xdm["quarantine_reasons"]),

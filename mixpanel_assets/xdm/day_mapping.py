@@ -21,7 +21,7 @@ import multiprocessing.connection
 import os
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ _COMPRESS_LEVEL = 1
 # timezone offset, and a bounded histogram however many events the day holds.
 _LAG_LIMIT_MINUTES = 2 * 24 * 60
 _LINE_NUMBER_BYTES = 8
+KEY_TAG_BYTES = DEDUP_KEY_BYTES + _LINE_NUMBER_BYTES  # what the day's set of keys tags each with
 _EVENT_ID_BYTES = 32  # SHA-256
 # Decompressed bytes of raw lines per chunk a worker maps (about a thousand events).
 _CHUNK_BYTES = 1 << 20
@@ -159,6 +160,7 @@ def map_day(
     work_dir: Path,
     *,
     workers: int | None = None,
+    wrap_seen: Callable[[SeenKeys], Any] | None = None,
 ) -> DayMappingStats:
     """Map the raw file; repeats of Mixpanel's dedup key are dropped and counted.
 
@@ -169,6 +171,7 @@ def map_day(
 
     ``workers`` processes map the lines (default: one per CPU this process may use; a raw file under
     ``PARALLEL_MIN_RAW_BYTES`` is mapped in this process); the output does not depend on it.
+    ``wrap_seen`` wraps the day's set of keys (an open day's load: seeded with earlier loads').
     """
     if workers is None:
         big = raw_path.stat().st_size >= PARALLEL_MIN_RAW_BYTES
@@ -177,7 +180,9 @@ def map_day(
     from mixpanel_assets.xdm.seen_keys import SeenKeys
 
     stats = DayMappingStats()
-    seen = SeenKeys(work_dir / "seen-ids", tag_bytes=DEDUP_KEY_BYTES + _LINE_NUMBER_BYTES)
+    seen = SeenKeys(work_dir / "seen-ids", tag_bytes=KEY_TAG_BYTES)
+    if wrap_seen is not None:
+        seen = wrap_seen(seen)
     try:
         with (
             igzip.open(raw_path, "rb") as raw,

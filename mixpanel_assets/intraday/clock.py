@@ -1,0 +1,7 @@
+"""The time intraday loads go by: one function, so a test can move it with the sandbox's clock."""
+
+from datetime import UTC, datetime
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
