@@ -353,3 +353,51 @@ def test_a_waiter_whose_connection_drops_keeps_waiting(postgres: PostgresServer)
     finally:
         holder.close()
     assert acquired.wait(30), "the waiter took the lock once its holder let go"
+
+
+def test_a_day_lock_lost_before_the_batch_is_created_creates_no_batch(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dropped while the run settles the day (another run could have loaded it meanwhile): the
+    run fails before creating its batch, so two runs of the day can never both go live."""
+    url = postgres.create_database("lost_while_settling")
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    with local_sandbox(tmp_path / "data", events_per_day=200) as sandbox:
+        for name, value in sandbox.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MIXPANEL_ASSETS_COORDINATION_URL", url)
+        lock_name = f"aep_ingested_batches:{sandbox.mixpanel.project_id}/{day}"
+        # The Catalog answers the day's batch list late (503, Retry-After 2 s): time to drop it.
+        sandbox.platform.queue_fault("GET", "/data/foundation/catalog/batches", 503, retry_after=2)
+        dropped: list[int] = []
+        stop = threading.Event()
+
+        def drop_the_lock_once_taken() -> None:
+            while not stop.wait(0.05):
+                holder = _lock_holder_pid(url, lock_name)
+                if holder:
+                    with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                        cursor.execute("SELECT pg_terminate_backend(%s)", (holder,))
+                    dropped.append(holder)
+                    return
+
+        dropper = threading.Thread(target=drop_the_lock_once_taken, daemon=True)
+        dropper.start()
+        defs = build_definitions()
+        try:
+            with instance_for_test() as instance:
+                result = materialize(
+                    [*defs.assets, *defs.asset_checks],
+                    partition_key=day,
+                    instance=instance,
+                    resources=defs.resources,
+                    raise_on_error=False,
+                )
+        finally:
+            stop.set()
+            dropper.join()
+        assert dropped and not result.success
+        (failure,) = [event for event in result.all_events if event.is_step_failure]
+        assert failure.step_key == "aep_ingested_batches"
+        assert "was lost" in str(failure.step_failure_data.error)
+        assert sandbox.platform.batches(sandbox.dataset_id) == [], "no batch was created"
