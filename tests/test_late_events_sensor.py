@@ -39,10 +39,12 @@ def _loaded(instance: DagsterInstance, key: str, watermark: int = 0) -> None:
 
 def _tick(defs, instance: DagsterInstance, cursor: str | None = None):
     sensor = defs.resolve_sensor_def("late_events_sensor")
-    context = build_sensor_context(
+    # Closed at once: resources left open are finalised later, at a moment that can reset
+    # Dagster's current-instance context under another test.
+    with build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
-    )
-    return sensor.evaluate_tick(context)
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def _failed_rerun(instance: DagsterInstance, key: str) -> None:
