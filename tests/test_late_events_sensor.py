@@ -19,6 +19,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._core.test_utils import create_run_for_test
 
 from mixpanel_assets.coordination import coordinator
+from mixpanel_assets.mixpanel import sensors
 from mixpanel_assets.mixpanel.assets import WATERMARK
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
 from mixpanel_assets.mixpanel.resource import MixpanelResource
@@ -166,3 +167,20 @@ def test_a_bad_max_reruns_fails_the_load_naming_the_variable(
     monkeypatch.setenv("MIXPANEL_ASSETS_LATE_MAX_RERUNS", "0")
     with pytest.raises(Exception, match="MIXPANEL_ASSETS_LATE_MAX_RERUNS='0' is not valid"):
         build_definitions()
+
+
+def test_days_left_unprobed_for_lack_of_time_go_to_the_next_tick(
+    sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        _loaded(instance, DAY)
+        tick_seconds = sensors.TICK_SECONDS
+        monkeypatch.setattr(sensors, "TICK_SECONDS", sensors.PROBE_SECONDS)  # no time to probe
+        hurried = _tick(defs, instance)
+        assert hurried.run_requests == []
+        assert f"out of time before probing ['{DAY}'" in hurried.skip_message
+        assert sandbox.mixpanel.request_log == []
+        monkeypatch.setattr(sensors, "TICK_SECONDS", tick_seconds)
+        unhurried = _tick(defs, instance, hurried.cursor)
+    assert [request.partition_key for request in unhurried.run_requests] == [DAY]
