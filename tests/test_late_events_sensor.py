@@ -19,6 +19,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._core.test_utils import create_run_for_test
 
 from mixpanel_assets.coordination import coordinator
+from mixpanel_assets.mixpanel import sensors
 from mixpanel_assets.mixpanel.assets import WATERMARK
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
 from mixpanel_assets.mixpanel.resource import MixpanelResource
@@ -39,10 +40,12 @@ def _loaded(instance: DagsterInstance, key: str, watermark: int = 0) -> None:
 
 def _tick(defs, instance: DagsterInstance, cursor: str | None = None):
     sensor = defs.resolve_sensor_def("late_events_sensor")
-    context = build_sensor_context(
+    # Closed at once: resources left open are finalised later, at a moment that can reset
+    # Dagster's current-instance context under another test.
+    with build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
-    )
-    return sensor.evaluate_tick(context)
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def _failed_rerun(instance: DagsterInstance, key: str) -> None:
@@ -164,3 +167,20 @@ def test_a_bad_max_reruns_fails_the_load_naming_the_variable(
     monkeypatch.setenv("MIXPANEL_ASSETS_LATE_MAX_RERUNS", "0")
     with pytest.raises(Exception, match="MIXPANEL_ASSETS_LATE_MAX_RERUNS='0' is not valid"):
         build_definitions()
+
+
+def test_days_left_unprobed_for_lack_of_time_go_to_the_next_tick(
+    sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        _loaded(instance, DAY)
+        tick_seconds = sensors.TICK_SECONDS
+        monkeypatch.setattr(sensors, "TICK_SECONDS", sensors.PROBE_SECONDS)  # no time to probe
+        hurried = _tick(defs, instance)
+        assert hurried.run_requests == []
+        assert f"out of time before probing ['{DAY}'" in hurried.skip_message
+        assert sandbox.mixpanel.request_log == []
+        monkeypatch.setattr(sensors, "TICK_SECONDS", tick_seconds)
+        unhurried = _tick(defs, instance, hurried.cursor)
+    assert [request.partition_key for request in unhurried.run_requests] == [DAY]

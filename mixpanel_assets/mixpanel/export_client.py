@@ -318,9 +318,9 @@ class MixpanelExportClient:
         """Lines an export returns, asked once and never waited for (the sensor's probe).
 
         It takes a rate-budget slot only if one is free now (or within the per-second window),
-        has short timeouts, and is not
-        retried: ``MixpanelRateLimitedError`` when the budget or Mixpanel says not now (with
-        Mixpanel's Retry-After, capped), ``MixpanelExportError`` for any other trouble.
+        has short timeouts, and is not retried: ``MixpanelRateLimitedError`` when the budget or
+        Mixpanel says not now (with Mixpanel's Retry-After, capped), ``MixpanelExportError`` for
+        any other trouble.
         """
         if self._budget is not None:
             wait = self._budget.take_if_free(SECOND_WINDOW_WAIT)
