@@ -53,7 +53,7 @@ class RetryPolicy:
         ``retry_after`` reads the server's wish from an attempt (default: ``retry_after_of``).
         """
         backoff = tenacity.wait_exponential_jitter(
-            initial=self.base_seconds, max=self.max_seconds, jitter=self.base_seconds
+            multiplier=self.base_seconds, max=self.max_seconds, jitter=self.base_seconds
         )
 
         wished = retry_after or retry_after_of

@@ -9,6 +9,7 @@ from dagster import (
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     Definitions,
+    RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
@@ -72,11 +73,7 @@ def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
                 ),
             ),
             *(
-                [
-                    build_intraday_schedule(
-                        partitions, _chain_job(INTRADAY_JOB, partitions), intraday
-                    )
-                ]
+                [build_intraday_schedule(partitions, _chain_job(INTRADAY_JOB), intraday)]
                 if intraday
                 else []
             ),
@@ -133,7 +130,7 @@ def build_daily_ingestion_schedule(
     closed (the last of ``closed_days``), never the open day.
     """
 
-    job = _chain_job(DAILY_JOB, partitions)
+    job = _chain_job(DAILY_JOB)
 
     @schedule(
         name="daily_ingestion_schedule",
@@ -147,16 +144,14 @@ def build_daily_ingestion_schedule(
         keys = closed_days.get_partition_keys(current_time=context.scheduled_execution_time)
         if not keys:
             return SkipReason("no day has closed since the start date yet")
-        return job.run_request_for_partition(partition_key=keys[-1], run_key=keys[-1])
+        return RunRequest(partition_key=keys[-1], run_key=keys[-1])
 
     return daily_ingestion_schedule
 
 
-def _chain_job(name: str, partitions: DailyPartitionsDefinition) -> UnresolvedAssetJobDefinition:
+def _chain_job(name: str) -> UnresolvedAssetJobDefinition:
     return define_asset_job(
         name=name,
-        # Deprecated, yet what lets a schedule ask for a partition without the repository.
-        partitions_def=partitions,
         selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
         description="Export one Mixpanel day, map it to XDM and load it into AEP.",
     )

@@ -77,7 +77,10 @@ def test_the_schedule_loads_the_open_day_and_gives_way_when_the_budget_is_short(
     tick = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with instance_for_test() as instance:
         with build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, resources=defs.resources
+            instance=instance,
+            scheduled_execution_time=tick,
+            resources=defs.resources,
+            repository_def=defs.get_repository_def(),
         ) as context:
             (request,) = schedule.evaluate_tick(context).run_requests
         assert request.partition_key == tick.date().isoformat()
@@ -91,7 +94,10 @@ def test_the_schedule_loads_the_open_day_and_gives_way_when_the_budget_is_short(
         for _ in range(60 - RESERVED_QUERIES + 1):
             budget.reserve()
         with build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, resources=defs.resources
+            instance=instance,
+            scheduled_execution_time=tick,
+            resources=defs.resources,
+            repository_def=defs.get_repository_def(),
         ) as context:
             skipped = schedule.evaluate_tick(context)
         assert not skipped.run_requests

@@ -116,7 +116,11 @@ def test_schedule_requests_the_day_that_just_closed(sandbox: LocalSandbox) -> No
     tick = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
     with (
         instance_for_test() as instance,
-        build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+        build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=tick,
+            repository_def=defs.get_repository_def(),
+        ) as context,
     ):
         requests = schedule.evaluate_tick(context).run_requests
     assert [request.partition_key for request in requests] == ["2026-11-19"]

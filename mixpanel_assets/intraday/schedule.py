@@ -13,6 +13,7 @@ from typing import Any
 
 from dagster import (
     DefaultScheduleStatus,
+    RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
@@ -107,7 +108,7 @@ def build_intraday_schedule(
                 f"left this hour, and {RESERVED_QUERIES} stay for the daily schedule, backfills "
                 "and the late-events sensor. The next tick tries again."
             )
-        return job.run_request_for_partition(
+        return RunRequest(
             partition_key=key, run_key=f"intraday:{key}:{when:%H%M}", tags={INTRADAY_TAG: "true"}
         )
 
