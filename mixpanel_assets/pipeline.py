@@ -1,13 +1,21 @@
-"""The daily chain assembled: the three assets, their checks, the job, schedule and sensor."""
+"""The daily chain assembled: per project, the three assets, their checks, job, schedule and
+sensor; the AEP side, coordination and run queue shared."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetSelection,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     Definitions,
+    ResourceDefinition,
     ScheduleDefinition,
+    SensorDefinition,
     build_schedule_from_partitioned_job,
     define_asset_job,
     in_process_executor,
@@ -20,6 +28,14 @@ from mixpanel_assets.coordination import COORDINATION_VARIABLE
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS, build_mixpanel_raw_events
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.mixpanel.sensors import build_late_events_sensor
+from mixpanel_assets.projects import (
+    FLAT,
+    PROJECTS_VARIABLE,
+    ProjectKeys,
+    ProjectSpec,
+    configured_projects,
+)
+from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import DATA_DIR_VARIABLE, SCRATCH_DIR_VARIABLE, PartitionFiles
 from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_checks, build_xdm_experience_events
 from mixpanel_assets.xdm.resource import XdmMappingResource
@@ -27,82 +43,160 @@ from mixpanel_assets.xdm.resource import XdmMappingResource
 DAILY_JOB = "daily_ingestion_job"
 
 
-def build_definitions(mixpanel: MixpanelResource | None = None) -> Definitions:
+@dataclass(frozen=True)
+class Automation:
+    """The schedule and sensor settings every project shares, read when the code loads."""
+
+    settle_minutes: int
+    late_days: int
+    late_check_minutes: int
+
+    @classmethod
+    def from_env(cls) -> Automation:
+        return cls(
+            settle_minutes=settings.int_setting(
+                "MIXPANEL_ASSETS_SETTLE_MINUTES",
+                60,
+                0,
+                23 * 60 + 59,
+                "the minutes to wait after midnight before exporting the day",
+            ),
+            late_days=settings.int_setting(
+                "MIXPANEL_ASSETS_LATE_DAYS", 5, 1, 60, "the recent days to watch"
+            ),
+            late_check_minutes=settings.int_setting(
+                "MIXPANEL_ASSETS_LATE_CHECK_MINUTES",
+                60,
+                1,
+                24 * 60,
+                "the minutes between two checks for late events",
+            ),
+        )
+
+
+def build_definitions(
+    mixpanel: MixpanelResource | None = None, mixpanel_settings: dict[str, Any] | None = None
+) -> Definitions:
     """Everything, built from the environment as it is now.
 
-    ``mixpanel`` replaces the Mixpanel resource, e.g. to set its filters, retries or rate
-    budget in code (``MixpanelResource.from_env(days_per_request=14)``).
+    ``mixpanel`` replaces the single project's Mixpanel resource, e.g. to set its filters,
+    retries or rate budget in code (``MixpanelResource.from_env(days_per_request=14)``);
+    ``mixpanel_settings`` sets those fields for every project's resource.
     """
-    partitions = DailyPartitionsDefinition(
-        start_date=settings.start_date().isoformat(), timezone=settings.project_timezone()
-    )
+    projects = configured_projects(settings.start_date)
+    automation = Automation.from_env()
+    several = projects[0].name is not None
+    if several:
+        _require_datasets(projects)
+    assets: list[Any] = []
+    checks: list[Any] = []
+    schedules: list[ScheduleDefinition] = []
+    sensors: list[SensorDefinition] = []
+    resources: dict[str, Any] = {"aep": AEPResource.from_env(dataset_required=not several)}
+    for spec in projects:
+        keys = spec.keys
+        partitions = partitions_for(spec)
+        assets += [
+            build_mixpanel_raw_events(partitions, keys),
+            build_xdm_experience_events(partitions, keys),
+            build_aep_ingested_batches(partitions, keys, spec.dataset_id),
+        ]
+        checks += build_xdm_checks(partitions, keys)
+        project_schedules, project_sensors = build_project_automation(partitions, keys, automation)
+        schedules += project_schedules
+        sensors += project_sensors
+        resources.update(project_resources(spec, mixpanel, mixpanel_settings or {}))
     return Definitions(
-        assets=[
-            build_mixpanel_raw_events(partitions),
-            build_xdm_experience_events(partitions),
-            build_aep_ingested_batches(partitions),
-        ],
-        asset_checks=build_xdm_checks(partitions),
-        schedules=[
-            build_daily_ingestion_schedule(
-                settings.int_setting(
-                    "MIXPANEL_ASSETS_SETTLE_MINUTES",
-                    60,
-                    0,
-                    23 * 60 + 59,
-                    "the minutes to wait after midnight before exporting the day",
-                )
-            )
-        ],
-        sensors=[
-            build_late_events_sensor(
-                partitions,
-                DAILY_JOB,
-                loaded_asset=AEP_BATCHES,
-                recent_days=settings.int_setting(
-                    "MIXPANEL_ASSETS_LATE_DAYS", 5, 1, 60, "the recent days to watch"
-                ),
-                interval_seconds=60
-                * settings.int_setting(
-                    "MIXPANEL_ASSETS_LATE_CHECK_MINUTES",
-                    60,
-                    1,
-                    24 * 60,
-                    "the minutes between two checks for late events",
-                ),
-            )
-        ],
+        assets=assets,
+        asset_checks=checks,
+        schedules=schedules,
+        sensors=sensors,
         # A day's steps run one after another; a process per step would only add start-up time.
         executor=in_process_executor,
-        resources={
-            "mixpanel": mixpanel or MixpanelResource.from_env(),
-            "xdm_mapping": XdmMappingResource.from_env(),
-            "aep": AEPResource.from_env(),
-            "partition_files": PartitionFiles(
-                data_dir=settings.env_or_default(DATA_DIR_VARIABLE, "./data"),
-                scratch_dir=settings.env_or_default(SCRATCH_DIR_VARIABLE, ""),
-                coordination_url=settings.env_or_default(COORDINATION_VARIABLE, ""),
-            ),
-        },
+        resources=resources,
     )
 
 
-def build_daily_ingestion_schedule(settle_minutes: int) -> ScheduleDefinition:
+def partitions_for(spec: ProjectSpec) -> DailyPartitionsDefinition:
+    """A project's daily partitions: its export days from its start date (the one place that
+    says in which timezone a project's days are)."""
+    timezone = spec.project_timezone or "UTC"
+    if spec.name is None:
+        timezone = settings.project_timezone()
+    return DailyPartitionsDefinition(start_date=spec.start_date.isoformat(), timezone=timezone)
+
+
+def project_resources(
+    spec: ProjectSpec, mixpanel: MixpanelResource | None, mixpanel_settings: dict[str, Any]
+) -> dict[str, ResourceDefinition | Any]:
+    """The project's own resources, under its keys: Mixpanel (its rate budget is per project id),
+    mapping and partition files (under ``<data dir>/<project>/``)."""
+    keys = spec.keys
+    if mixpanel is None or spec.name is not None:
+        mixpanel = MixpanelResource.for_project(spec, **mixpanel_settings)
+    return {
+        keys.named("mixpanel"): mixpanel,
+        keys.named("xdm_mapping"): XdmMappingResource.from_env(mapping_file=spec.mapping),
+        keys.named("partition_files"): PartitionFiles(
+            data_dir=settings.env_or_default(DATA_DIR_VARIABLE, "./data"),
+            scratch_dir=settings.env_or_default(SCRATCH_DIR_VARIABLE, ""),
+            coordination_url=settings.env_or_default(COORDINATION_VARIABLE, ""),
+            project=spec.name or "",
+        ),
+    }
+
+
+def build_project_automation(
+    partitions: DailyPartitionsDefinition, keys: ProjectKeys, automation: Automation
+) -> tuple[list[ScheduleDefinition], list[SensorDefinition]]:
+    """A project's schedules and sensors, named after it (a new per-project schedule, such as
+    the intraday one, is added here with ``keys.named(...)`` as its name)."""
+    schedules = [build_daily_ingestion_schedule(automation.settle_minutes, keys)]
+    sensors = [
+        build_late_events_sensor(
+            partitions,
+            keys.named(DAILY_JOB),
+            loaded_asset=AEP_BATCHES,
+            recent_days=automation.late_days,
+            interval_seconds=60 * automation.late_check_minutes,
+            project=keys,
+        )
+    ]
+    return schedules, sensors
+
+
+def build_daily_ingestion_schedule(
+    settle_minutes: int, keys: ProjectKeys = FLAT
+) -> ScheduleDefinition:
     """The schedule and, through it, the job that runs the three assets for one day.
 
     It fires ``settle_minutes`` after midnight in the project's timezone, so that events Mixpanel
     is still processing at midnight land in the day's first export.
     """
     job = define_asset_job(
-        name=DAILY_JOB,
-        selection=AssetSelection.assets(RAW_EVENTS, XDM_EVENTS, AEP_BATCHES),
+        name=keys.named(DAILY_JOB),
+        selection=AssetSelection.assets(
+            *(keys.asset(name) for name in (RAW_EVENTS, XDM_EVENTS, AEP_BATCHES))
+        ),
         description="Export one Mixpanel day, map it to XDM and load it into AEP.",
+        tags=keys.tags,
     )
     return build_schedule_from_partitioned_job(
         job,
-        name="daily_ingestion_schedule",
+        name=keys.named("daily_ingestion_schedule"),
         hour_of_day=settle_minutes // 60,
         minute_of_hour=settle_minutes % 60,
         default_status=DefaultScheduleStatus.RUNNING,
         description="Each day after it closes in the project's timezone, runs the chain for it.",
     )
+
+
+def _require_datasets(projects: Sequence[ProjectSpec]) -> None:
+    """Every project has a dataset: its own dataset_id, or AEP_DATASET_ID."""
+    without = [spec.name for spec in projects if not spec.dataset_id]
+    if without and not os.environ.get("AEP_DATASET_ID", "").strip():
+        raise ConfigError(
+            f"{PROJECTS_VARIABLE}: project(s) {', '.join(map(repr, without))} give no "
+            "dataset_id and AEP_DATASET_ID is not set: give each project a dataset_id or set "
+            "AEP_DATASET_ID to the dataset they share."
+        )

@@ -30,6 +30,7 @@ from dagster import (
 from mixpanel_assets.mixpanel.assets import WATERMARK
 from mixpanel_assets.mixpanel.export_client import MixpanelExportError
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.projects import FLAT, ProjectKeys
 
 TRIGGER_TAG = "mixpanel_assets/trigger"
 PARTITION_TAG = "dagster/partition"
@@ -46,31 +47,34 @@ def build_late_events_sensor(
     loaded_asset: str,
     recent_days: int,
     interval_seconds: int,
+    project: ProjectKeys = FLAT,
 ) -> SensorDefinition:
-    """The sensor; ``loaded_asset`` is the last asset of the chain, whose materializations record
-    the watermark a day reached the destination with."""
+    """The sensor of the project ``project`` names; ``loaded_asset`` is the last asset of the chain,
+    whose materializations record the watermark a day reached the destination with."""
+    loaded_key = project.asset(loaded_asset)
+    run_tags = {TRIGGER_TAG: "late_events", **project.tags}
 
     @sensor(
-        name="late_events_sensor",
+        name=project.named("late_events_sensor"),
         job_name=job_name,
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Re-runs any of the last {recent_days} days that received late events.",
+        required_resource_keys={project.named("mixpanel")},
     )
-    def late_events_sensor(
-        context: SensorEvaluationContext, mixpanel: MixpanelResource
-    ) -> SensorResult:
+    def late_events_sensor(context: SensorEvaluationContext) -> SensorResult:
+        mixpanel: MixpanelResource = project.resource(context, "mixpanel")
         requested: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
         keys = partitions_def.get_partition_keys(current_time=datetime.now(UTC))[-recent_days:]
         client = mixpanel.get_client()
         run_requests, probe_failures = [], []
         for key in keys:
-            watermark = _loaded_watermark(context, loaded_asset, key)
+            watermark = _loaded_watermark(context, loaded_key, key)
             if watermark is None:
                 continue
             retry_of = None
             if requested.get(key) == watermark:
-                retry_of = _failed_late_run(context, key)
+                retry_of = _failed_late_run(context, key, run_tags)
                 if retry_of is None:
                     continue  # the re-run is pending, running, or landed without moving the mark
             day = date.fromisoformat(key)
@@ -88,7 +92,7 @@ def build_late_events_sensor(
                     RunRequest(
                         partition_key=key,
                         run_key=f"{run_key}:retry-of-{retry_of}" if retry_of else run_key,
-                        tags={TRIGGER_TAG: "late_events"},
+                        tags=run_tags,
                     )
                 )
         cursor = json.dumps({key: requested[key] for key in keys if key in requested})
@@ -102,10 +106,10 @@ def build_late_events_sensor(
     return late_events_sensor
 
 
-def _loaded_watermark(context: SensorEvaluationContext, asset: str, key: str) -> int | None:
+def _loaded_watermark(context: SensorEvaluationContext, asset: AssetKey, key: str) -> int | None:
     """The watermark ``key`` reached the destination with (None when it never did)."""
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[key]), limit=1
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None
@@ -113,10 +117,11 @@ def _loaded_watermark(context: SensorEvaluationContext, asset: str, key: str) ->
     return int(value.value) if value is not None else None
 
 
-def _failed_late_run(context: SensorEvaluationContext, key: str) -> str | None:
-    """The id of the day's last late-events run if it failed (so it deserves another go)."""
-    runs = context.instance.get_runs(
-        RunsFilter(tags={PARTITION_TAG: key, TRIGGER_TAG: "late_events"}), limit=1
-    )
+def _failed_late_run(
+    context: SensorEvaluationContext, key: str, run_tags: dict[str, str]
+) -> str | None:
+    """The id of the day's last late-events run (of this project) if it failed (so it deserves
+    another go)."""
+    runs = context.instance.get_runs(RunsFilter(tags={PARTITION_TAG: key, **run_tags}), limit=1)
     failed = runs and runs[0].status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
     return runs[0].run_id[:8] if failed else None
