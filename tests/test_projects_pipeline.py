@@ -1,0 +1,192 @@
+"""Several Mixpanel projects in one code location, on the local sandbox: one shared dataset."""
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, build_sensor_context, instance_for_test
+
+from mixpanel_assets.aep.assets import AEP_DAY_TAG
+from mixpanel_assets.coordination import coordinator
+from mixpanel_assets.mixpanel.backfill_batching import BACKFILL_TAG
+from mixpanel_assets.pipeline import build_definitions
+from mixpanel_assets.projects import PROJECT_TAG
+from mixpanel_assets.sandbox.local_sandbox import (
+    EXAMPLE_PROJECTS_FILE,
+    LocalSandbox,
+    local_sandbox,
+)
+from mixpanel_assets.settings import ConfigError
+from tests.dagster_cli import DAGSTER
+
+WEB, APP = "3141592", "2718281"  # the example file's project ids
+CHAIN = ("mixpanel_raw_events", "xdm_experience_events", "aep_ingested_batches")
+
+
+@pytest.fixture
+def two_projects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSandbox]:
+    """The example projects file on the local sandbox: two emulators, one AEP dataset."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # the rate budgets' files
+    with local_sandbox(
+        tmp_path / "data",
+        events_per_day=300,
+        processing_seconds=0.05,
+        projects_file=EXAMPLE_PROJECTS_FILE,
+    ) as started:
+        for name, value in started.environment().items():
+            monkeypatch.setenv(name, value)
+        yield started
+
+
+def _days(count: int) -> list[str]:
+    today = datetime.now(UTC).date()
+    return [(today - timedelta(days=back)).isoformat() for back in range(count, 0, -1)]
+
+
+def _run(defs, project: str, day: str, instance: DagsterInstance, tags=None) -> dict:
+    """The project's daily job for ``day``; the batches asset's metadata."""
+    job = defs.resolve_job_def(f"{project}_daily_ingestion_job")
+    result = job.execute_in_process(partition_key=day, instance=instance, tags=tags)
+    assert result.success
+    (event,) = result.asset_materializations_for_node(f"{project}__aep_ingested_batches")
+    return {key: value.value for key, value in event.metadata.items()}
+
+
+def _live_batches(sandbox: LocalSandbox) -> set[str]:
+    return set(sandbox.platform.dataset_records(sandbox.dataset_id)["batch_id"])
+
+
+def test_each_project_has_its_own_prefixed_chain_and_automation(two_projects) -> None:
+    defs = build_definitions()
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert keys == {f"{project}/{asset}" for project in ("web", "app") for asset in CHAIN}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "web_daily_ingestion_job",
+        "app_daily_ingestion_job",
+    }
+    assert {schedule.name for schedule in defs.schedules} == {
+        "web_daily_ingestion_schedule",
+        "app_daily_ingestion_schedule",
+    }
+    assert {sensor.name for sensor in defs.sensors} == {
+        "web_late_events_sensor",
+        "app_late_events_sensor",
+    }
+    assert defs.resolve_job_def("web_daily_ingestion_job").tags[PROJECT_TAG] == "web"
+    graph = defs.resolve_asset_graph()
+    assert graph.get(AssetKey(["app", CHAIN[2]])).group_name == "app_mixpanel_to_aep"
+    assert graph.get(AssetKey(["app", CHAIN[1]])).parent_keys == {AssetKey(["app", CHAIN[0]])}
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert ("web/xdm_experience_events", "unique_event_ids") in checks
+    assert ("app/aep_ingested_batches", "batch_succeeded") in checks
+    # Mixpanel, mapping and files are the project's; the AEP credential is shared.
+    assert defs.resources["web_mixpanel"].project_id == WEB
+    assert defs.resources["app_mixpanel"].project_id == APP
+    assert "aep" in defs.resources and "web_aep" not in defs.resources
+
+
+def test_two_projects_land_in_one_dataset_and_a_rerun_replaces_only_its_own(
+    two_projects: LocalSandbox,
+) -> None:
+    day = _days(1)[0]
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        web = _run(defs, "web", day, instance)
+        app = _run(defs, "app", day, instance)
+        records = two_projects.platform.dataset_records(two_projects.dataset_id)
+        assert len(records) == web["dagster/row_count"] + app["dagster/row_count"]
+        assert records["_id"].is_unique
+        assert _live_batches(two_projects) == {*web["batch_ids"], *app["batch_ids"]}
+        for project_id, loaded in ((WEB, web), (APP, app)):
+            (batch_id,) = loaded["batch_ids"]
+            tags = two_projects.platform.batch(batch_id)["tags"]
+            assert tags[AEP_DAY_TAG] == [f"{project_id}/{day}"]
+        # Each project's files live under its own folder.
+        data = two_projects.data_dir
+        assert (data / "web" / "mixpanel_raw_events" / day / "manifest.json").is_file()
+        assert (data / "app" / "aep_ingested_batches" / day / "manifest.json").is_file()
+
+        # The same day of web again: it replaces web's batch and leaves app's live.
+        again = _run(defs, "web", day, instance)
+    assert again["replaced_batch_ids"] == web["batch_ids"]
+    assert _live_batches(two_projects) == {*again["batch_ids"], *app["batch_ids"]}
+    assert two_projects.platform.batch(app["batch_ids"][0])["status"] == "success"
+    records = two_projects.platform.dataset_records(two_projects.dataset_id)
+    assert len(records) == again["dagster/row_count"] + app["dagster/row_count"]
+    assert records["_id"].is_unique
+
+
+def test_one_projects_backfill_spends_only_its_own_mixpanel_budget(
+    two_projects: LocalSandbox,
+) -> None:
+    days = _days(3)
+    # One query per day, and an hour's budget of exactly the backfill's three queries.
+    defs = build_definitions(mixpanel_settings={"days_per_request": 1, "queries_per_hour": 3})
+    with instance_for_test() as instance:
+        budgets = coordinator("")  # where the runs' budgets are: under this instance's home
+        for day in days:
+            _run(defs, "web", day, instance, tags={BACKFILL_TAG: "web-backfill"})
+        with budgets.update_state(f"mixpanel-export-budget-{WEB}") as state:
+            assert len(state.value) == 3
+        with budgets.update_state(f"mixpanel-export-budget-{APP}") as state:
+            assert state.value is None  # app's budget is untouched
+        assert two_projects.projects["app"].request_log == []
+        # web's hour is spent; app's day still goes at once (a shared budget would wait ~1 h).
+        started = datetime.now(UTC)
+        app = _run(defs, "app", days[-1], instance)
+    assert (datetime.now(UTC) - started).total_seconds() < 60
+    assert app["dagster/row_count"] > 0
+    assert len(two_projects.projects["web"].request_log) == 3
+
+
+def test_late_events_re_run_only_their_own_projects_day(two_projects: LocalSandbox) -> None:
+    day = _days(2)[0]
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        for project in ("web", "app"):
+            _run(defs, project, day, instance)
+        two_projects.projects["web"].add_late_events(datetime.fromisoformat(day).date(), 3)
+        requested = {}
+        for project in ("web", "app"):
+            sensor = defs.resolve_sensor_def(f"{project}_late_events_sensor")
+            context = build_sensor_context(
+                instance=instance, definitions=defs, resources=defs.resources
+            )
+            requested[project] = sensor.evaluate_tick(context).run_requests
+    (request,) = requested["web"]
+    assert request.partition_key == day and request.tags[PROJECT_TAG] == "web"
+    assert request.job_name in (None, "web_daily_ingestion_job")
+    assert requested["app"] == []
+
+
+def test_a_project_without_a_dataset_fails_the_load_when_no_default_is_set(
+    two_projects: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AEP_DATASET_ID")
+    with pytest.raises(ConfigError, match=r"'web', 'app' give no dataset_id.*AEP_DATASET_ID"):
+        build_definitions()
+
+
+def test_a_bad_projects_file_fails_the_code_location_load_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "projects.yaml"
+    bad.write_text(
+        EXAMPLE_PROJECTS_FILE.read_text().replace("    region: US\n", "    regoin: US\n", 1)
+    )
+    completed = subprocess.run(
+        [DAGSTER, "definitions", "validate", "-m", "mixpanel_assets.definitions"],
+        env={
+            "MIXPANEL_ASSETS_PROJECTS": str(bad),
+            "AEP_DATASET_ID": "ds",
+            "DAGSTER_HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode != 0
+    output = completed.stdout + completed.stderr
+    assert f"MIXPANEL_ASSETS_PROJECTS='{bad}'" in output
+    assert "project 'web', key 'regoin': unknown key" in output
