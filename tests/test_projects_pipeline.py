@@ -1,22 +1,30 @@
 """Several Mixpanel projects in one code location, on the local sandbox: one shared dataset."""
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, build_sensor_context, instance_for_test
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
 
 from mixpanel_assets.aep.assets import AEP_DAY_TAG
 from mixpanel_assets.coordination import coordinator
 from mixpanel_assets.mixpanel.backfill_batching import BACKFILL_TAG
 from mixpanel_assets.pipeline import build_definitions
-from mixpanel_assets.projects import PROJECT_TAG
+from mixpanel_assets.projects import PROJECT_TAG, PROJECTS_VARIABLE, load_projects
 from mixpanel_assets.sandbox.local_sandbox import (
     EXAMPLE_PROJECTS_FILE,
     LocalSandbox,
     local_sandbox,
+    project_credentials,
 )
 from mixpanel_assets.settings import ConfigError
 from tests.dagster_cli import DAGSTER
@@ -159,6 +167,55 @@ def test_late_events_re_run_only_their_own_projects_day(two_projects: LocalSandb
     assert request.partition_key == day and request.tags[PROJECT_TAG] == "web"
     assert request.job_name in (None, "web_daily_ingestion_job")
     assert requested["app"] == []
+
+
+def test_a_single_project_moves_to_the_file_keeping_its_batches_and_files(
+    two_projects: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What docs/projects.md says: same project id, folders moved under the project's name."""
+    day = _days(1)[0]
+    web = two_projects.projects["web"]
+    username, secret = project_credentials(load_projects(two_projects.projects_file)[0])
+    single = {
+        "MIXPANEL_PROJECT_ID": WEB,
+        "MIXPANEL_SERVICE_ACCOUNT_USERNAME": username,
+        "MIXPANEL_SERVICE_ACCOUNT_SECRET": secret,
+        "MIXPANEL_EXPORT_URL": web.export_url,
+        "MIXPANEL_START_DATE": "2026-11-01",
+    }
+    with instance_for_test() as instance:
+        with monkeypatch.context() as before:
+            before.delenv(PROJECTS_VARIABLE)
+            for name, value in single.items():
+                before.setenv(name, value)
+            flat = build_definitions()
+            result = materialize(
+                [*flat.assets, *flat.asset_checks],
+                partition_key=day,
+                instance=instance,
+                resources=flat.resources,
+            )
+            assert result.success
+            (event,) = result.asset_materializations_for_node("aep_ingested_batches")
+            first = event.metadata["batch_ids"].value
+        data = two_projects.data_dir
+        (data / "web").mkdir()
+        for asset in CHAIN:
+            shutil.move(data / asset, data / "web" / asset)
+        defs = build_definitions()
+        only_load = materialize(
+            [*defs.assets, *defs.asset_checks],
+            partition_key=day,
+            instance=instance,
+            resources=defs.resources,
+            selection=[AssetKey(["web", "aep_ingested_batches"])],
+        )
+    assert only_load.success  # it read the moved XDM files
+    (event,) = only_load.asset_materializations_for_node("web__aep_ingested_batches")
+    assert event.metadata["replaced_batch_ids"].value == first
+    assert _live_batches(two_projects) == set(event.metadata["batch_ids"].value)
+    records = two_projects.platform.dataset_records(two_projects.dataset_id)
+    assert records["_id"].is_unique and len(records) == event.metadata["dagster/row_count"].value
 
 
 def test_a_project_without_a_dataset_fails_the_load_when_no_default_is_set(
