@@ -10,6 +10,7 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterInvalidConfigError,
     build_sensor_context,
     instance_for_test,
     materialize,
@@ -249,16 +250,21 @@ def test_a_bad_projects_file_fails_the_code_location_load_naming_it(tmp_path: Pa
     assert "project 'web', key 'regoin': unknown key" in output
 
 
-def test_an_empty_credential_is_named_by_its_projects_variable(
+def test_a_missing_credential_is_named_by_its_projects_variable(
     two_projects: LocalSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MIXPANEL_APP_SECRET", "")
-    defs = build_definitions()
+    day = _days(1)[0]
     with instance_for_test() as instance:
-        result = defs.resolve_job_def("app_daily_ingestion_job").execute_in_process(
-            partition_key=_days(1)[0], instance=instance, raise_on_error=False
-        )
-    assert not result.success
-    (failure,) = [event for event in result.all_events if event.is_step_failure]
-    assert "MIXPANEL_APP_SECRET is empty" in str(failure.step_failure_data.error)
+        monkeypatch.setenv("MIXPANEL_APP_SECRET", "")
+        job = build_definitions().resolve_job_def("app_daily_ingestion_job")
+        result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+        assert not result.success
+        (failure,) = [event for event in result.all_events if event.is_step_failure]
+        assert "MIXPANEL_APP_SECRET is empty" in str(failure.step_failure_data.error)
+
+        monkeypatch.delenv("MIXPANEL_APP_SECRET")
+        job = build_definitions().resolve_job_def("app_daily_ingestion_job")
+        unset = '"MIXPANEL_APP_SECRET" which is not set'
+        with pytest.raises(DagsterInvalidConfigError, match=unset):
+            job.execute_in_process(partition_key=day, instance=instance)
     assert two_projects.projects["app"].request_log == []
