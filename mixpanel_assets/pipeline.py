@@ -86,6 +86,11 @@ def build_definitions(
     projects = configured_projects(settings.start_date)
     automation = Automation.from_env()
     several = projects[0].name is not None
+    if several and mixpanel is not None:
+        raise ValueError(
+            f"build_definitions(mixpanel=...) replaces the single project's resource; with "
+            f"{PROJECTS_VARIABLE} set, give mixpanel_settings={{...}} for every project's."
+        )
     if several:
         _require_datasets(projects)
     assets: list[Any] = []

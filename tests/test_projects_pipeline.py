@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -17,8 +18,10 @@ from dagster import (
 )
 
 from mixpanel_assets.aep.assets import AEP_DAY_TAG
+from mixpanel_assets.aep.resource import client_from_environment
 from mixpanel_assets.coordination import coordinator
 from mixpanel_assets.mixpanel.backfill_batching import BACKFILL_TAG
+from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.pipeline import build_definitions
 from mixpanel_assets.projects import PROJECT_TAG, PROJECTS_VARIABLE, load_projects
 from mixpanel_assets.sandbox.local_sandbox import (
@@ -28,6 +31,7 @@ from mixpanel_assets.sandbox.local_sandbox import (
     project_credentials,
 )
 from mixpanel_assets.settings import ConfigError
+from mixpanel_assets.xdm.spec import DEFAULT_MAPPING_FILE
 from tests.dagster_cli import DAGSTER
 
 WEB, APP = "3141592", "2718281"  # the example file's project ids
@@ -117,14 +121,55 @@ def test_two_projects_land_in_one_dataset_and_a_rerun_replaces_only_its_own(
         assert (data / "web" / "mixpanel_raw_events" / day / "manifest.json").is_file()
         assert (data / "app" / "aep_ingested_batches" / day / "manifest.json").is_file()
 
-        # The same day of web again: it replaces web's batch and leaves app's live.
-        again = _run(defs, "web", day, instance)
+        # web's day again, in a backfill that exports it with the day before in one request:
+        # it replaces web's batch and leaves app's live.
+        backfill = {BACKFILL_TAG: "web-again"}
+        before = _run(defs, "web", _days(2)[0], instance, tags=backfill)
+        again = _run(defs, "web", day, instance, tags=backfill)
+    last = two_projects.projects["web"].request_log[-1].query  # the block's one request
+    assert (last["from_date"], last["to_date"]) == (_days(2)[0], day)
     assert again["replaced_batch_ids"] == web["batch_ids"]
-    assert _live_batches(two_projects) == {*again["batch_ids"], *app["batch_ids"]}
+    live = {*before["batch_ids"], *again["batch_ids"], *app["batch_ids"]}
+    assert _live_batches(two_projects) == live
     assert two_projects.platform.batch(app["batch_ids"][0])["status"] == "success"
     records = two_projects.platform.dataset_records(two_projects.dataset_id)
-    assert len(records) == again["dagster/row_count"] + app["dagster/row_count"]
+    loaded = (before, again, app)
+    assert len(records) == sum(batches["dagster/row_count"] for batches in loaded)
     assert records["_id"].is_unique
+
+
+def test_a_project_maps_with_its_own_file_into_its_own_dataset(
+    two_projects: LocalSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    schema = two_projects.provisioned.schema_id
+    own_dataset = client_from_environment().create_dataset("app events", schema, "")
+    own_mapping = tmp_path / "app-mapping.yaml"
+    own_mapping.write_text(DEFAULT_MAPPING_FILE.read_text())
+    document = yaml.safe_load(two_projects.projects_file.read_text())
+    document["projects"]["app"].update(dataset_id=own_dataset, mapping=own_mapping.name)
+    projects_file = tmp_path / "projects.yaml"
+    projects_file.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv(PROJECTS_VARIABLE, str(projects_file))
+    day = _days(1)[0]
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        web, app = (_run(defs, project, day, instance) for project in ("web", "app"))
+        xdm = {
+            project: instance.fetch_materializations(
+                AssetKey([project, "xdm_experience_events"]), limit=1
+            ).records[0]
+            for project in ("web", "app")
+        }
+    mapping_used = {
+        project: record.asset_materialization.metadata["mapping_file"].value
+        for project, record in xdm.items()
+    }
+    assert mapping_used == {"web": str(DEFAULT_MAPPING_FILE), "app": str(own_mapping)}
+    shared = two_projects.platform.dataset_records(two_projects.dataset_id)
+    own = two_projects.platform.dataset_records(own_dataset)
+    assert set(shared["batch_id"]) == set(web["batch_ids"])
+    assert set(own["batch_id"]) == set(app["batch_ids"])
+    assert len(own) == app["dagster/row_count"] and own["_id"].is_unique
 
 
 def test_one_projects_backfill_spends_only_its_own_mixpanel_budget(
@@ -225,6 +270,21 @@ def test_a_project_without_a_dataset_fails_the_load_when_no_default_is_set(
     monkeypatch.delenv("AEP_DATASET_ID")
     with pytest.raises(ConfigError, match=r"'web', 'app' give no dataset_id.*AEP_DATASET_ID"):
         build_definitions()
+
+
+def test_a_single_projects_resource_is_refused_with_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PROJECTS_VARIABLE, str(EXAMPLE_PROJECTS_FILE))
+    monkeypatch.setenv("AEP_DATASET_ID", "ds")
+    assert (
+        build_definitions(mixpanel_settings={"days_per_request": 3})
+        .resources["app_mixpanel"]
+        .days_per_request
+        == 3
+    )
+    with pytest.raises(ValueError, match="give mixpanel_settings"):
+        build_definitions(mixpanel=MixpanelResource.from_env(days_per_request=3))
 
 
 def test_a_bad_projects_file_fails_the_code_location_load_naming_it(tmp_path: Path) -> None:
