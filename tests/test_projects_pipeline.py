@@ -32,7 +32,7 @@ from mixpanel_assets.sandbox.local_sandbox import (
 )
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.xdm.spec import DEFAULT_MAPPING_FILE
-from tests.dagster_cli import DAGSTER
+from tests.dagster_cli import DAGSTER, materialize_command
 
 WEB, APP = "3141592", "2718281"  # the example file's project ids
 CHAIN = ("mixpanel_raw_events", "xdm_experience_events", "aep_ingested_batches")
@@ -136,6 +136,20 @@ def test_two_projects_land_in_one_dataset_and_a_rerun_replaces_only_its_own(
     loaded = (before, again, app)
     assert len(records) == sum(batches["dagster/row_count"] for batches in loaded)
     assert records["_id"].is_unique
+
+
+def test_the_dagster_cli_moves_one_projects_day_by_its_prefix(
+    two_projects: LocalSandbox, tmp_path: Path
+) -> None:
+    day = _days(1)[0]
+    command = materialize_command("web/mixpanel_raw_events*", day)
+    env = {**two_projects.environment(), "DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (batch,) = _live_batches(two_projects)
+    assert two_projects.platform.batch(batch)["tags"][AEP_DAY_TAG] == [f"{WEB}/{day}"]
+    assert two_projects.projects["app"].request_log == []
+    assert "local-sandbox-secret-web" not in completed.stdout + completed.stderr
 
 
 def test_a_project_maps_with_its_own_file_into_its_own_dataset(
