@@ -114,8 +114,12 @@ def test_schedule_requests_the_day_that_just_closed(sandbox: LocalSandbox) -> No
     schedule = defs.resolve_schedule_def("daily_ingestion_schedule")
     assert schedule.cron_schedule == "0 1 * * *"
     tick = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
-    with instance_for_test() as instance:
-        context = build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    with (
+        instance_for_test() as instance,
+        # Closed here: left to the garbage collector, it would reset Dagster's current
+        # defs-state storage to this dead instance's in whichever later test it runs.
+        build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests
     assert [request.partition_key for request in requests] == ["2026-11-19"]
     assert schedule.job_name == DAILY_JOB

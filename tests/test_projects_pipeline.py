@@ -41,7 +41,6 @@ CHAIN = ("mixpanel_raw_events", "xdm_experience_events", "aep_ingested_batches")
 @pytest.fixture
 def two_projects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSandbox]:
     """The example projects file on the local sandbox: two emulators, one AEP dataset."""
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # the rate budgets' files
     with local_sandbox(
         tmp_path / "data",
         events_per_day=300,
@@ -219,10 +218,10 @@ def test_late_events_re_run_only_their_own_projects_day(two_projects: LocalSandb
         requested = {}
         for project in ("web", "app"):
             sensor = defs.resolve_sensor_def(f"{project}_late_events_sensor")
-            context = build_sensor_context(
+            with build_sensor_context(
                 instance=instance, definitions=defs, resources=defs.resources
-            )
-            requested[project] = sensor.evaluate_tick(context).run_requests
+            ) as context:
+                requested[project] = sensor.evaluate_tick(context).run_requests
     (request,) = requested["web"]
     assert request.partition_key == day and request.tags[PROJECT_TAG] == "web"
     assert request.job_name in (None, "web_daily_ingestion_job")
