@@ -57,7 +57,7 @@ def build_aep_ingested_batches(
     project: ProjectKeys = FLAT,
     dataset_id: str | None = None,
 ) -> AssetsDefinition:
-    """The asset of the project ``project`` names; ``dataset_id`` replaces AEP_DATASET_ID's."""
+    """The asset of ``project``; ``dataset_id`` (the project's own) replaces AEP_DATASET_ID's."""
 
     @asset(
         name=AEP_BATCHES,

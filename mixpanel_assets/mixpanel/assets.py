@@ -46,7 +46,7 @@ WATERMARK = "watermark_processing_time_ms"
 def build_mixpanel_raw_events(
     partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
 ) -> AssetsDefinition:
-    """The asset of the project ``project`` names: its key prefix, group and resource keys."""
+    """The asset of ``project`` (its key prefix, asset group and resource keys; flat by default)."""
 
     @asset(
         name=RAW_EVENTS,

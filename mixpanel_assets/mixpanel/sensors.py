@@ -49,7 +49,7 @@ def build_late_events_sensor(
     interval_seconds: int,
     project: ProjectKeys = FLAT,
 ) -> SensorDefinition:
-    """The sensor of the project ``project`` names; ``loaded_asset`` is the last asset of the chain,
+    """The sensor of ``project``; ``loaded_asset`` is the last asset of the chain,
     whose materializations record the watermark a day reached the destination with."""
     loaded_key = project.asset(loaded_asset)
     run_tags = {TRIGGER_TAG: "late_events", **project.tags}
