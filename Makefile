@@ -18,14 +18,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
+# PROJECTS=1: every project of the example projects file (PROJECTS=path/to/file.yaml: that file).
+PROJECTS_ARGS := $(if $(PROJECTS),--projects $(filter-out 1,$(PROJECTS)))
+
 demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml  ## the main job, offline, on the local sandbox
-	$(BIN)/python -m mixpanel_assets.demo
+	$(BIN)/python -m mixpanel_assets.demo $(PROJECTS_ARGS)
 
 dev: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml  ## the local sandbox plus the Dagster UI
-	$(BIN)/python -m mixpanel_assets.sandbox --dagster-dev
+	$(BIN)/python -m mixpanel_assets.sandbox --dagster-dev $(PROJECTS_ARGS)
 
 sandbox: $(INSTALLED)  ## the local sandbox alone, in the foreground
-	$(BIN)/python -m mixpanel_assets.sandbox
+	$(BIN)/python -m mixpanel_assets.sandbox $(PROJECTS_ARGS)
 
 test: $(INSTALLED)  ## the whole test suite (what CI runs)
 	$(BIN)/ruff check mixpanel_assets tests bench

@@ -5,10 +5,14 @@ Starts the emulators, provisions the AEP schema and dataset through the platform
 points the contract's variables at them, runs ``daily_ingestion_job`` for each day in the
 Dagster instance of ``DAGSTER_HOME`` and prints what travelled where. Run it twice: the second
 run replays each day's batch, and the platform still holds every event once.
+
+``--projects`` (``make demo PROJECTS=1``) does the same for every project of the example projects
+file (or of the file given), each with its own Mixpanel emulator, all into one AEP dataset.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
@@ -18,7 +22,12 @@ from typing import Any
 from dagster import BetaWarning, DagsterInstance, ExecuteInProcessResult, PreviewWarning
 
 from mixpanel_assets.pipeline import DAILY_JOB, build_definitions
-from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
+from mixpanel_assets.projects import PROJECTS_VARIABLE, ProjectKeys, configured_projects
+from mixpanel_assets.sandbox.local_sandbox import (
+    EXAMPLE_PROJECTS_FILE,
+    LocalSandbox,
+    local_sandbox,
+)
 
 DEMO_DAYS = 3
 DEMO_DATA_DIR = Path("data")
@@ -27,33 +36,52 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m mixpanel_assets.demo")
+    parser.add_argument(
+        "--projects",
+        nargs="?",
+        const=EXAMPLE_PROJECTS_FILE,
+        type=Path,
+        metavar="FILE",
+        help="run every project of a projects file (default: the example one)",
+    )
+    args = parser.parse_args()
     warnings.filterwarnings("ignore", category=PreviewWarning)
     warnings.filterwarnings("ignore", category=BetaWarning)
-    with local_sandbox(DEMO_DATA_DIR) as sandbox:
+    os.environ.pop(PROJECTS_VARIABLE, None)  # the demo's own file, or none
+    with local_sandbox(DEMO_DATA_DIR, projects_file=args.projects) as sandbox:
         os.environ.update(sandbox.environment())
-        job = build_definitions().resolve_job_def(DAILY_JOB)
-        assert job.partitions_def is not None
-        # The last closed days, then the open day (today): an intraday load of what Mixpanel
-        # has processed so far; a later demo the same day loads only what is new.
-        days = job.partitions_def.get_partition_keys()[-DEMO_DAYS - 1 :]
-        print(f"local sandbox: Mixpanel {sandbox.mixpanel.export_url}, AEP {sandbox.platform.url}")
+        defs = build_definitions()
+        projects = [spec.keys for spec in configured_projects(sandbox.start_date)]
+        for keys in projects:
+            emulator = sandbox.projects.get(keys.name or "", sandbox.mixpanel)
+            label = f" ({keys.name}, project {emulator.project_id})" if keys.name else ""
+            print(f"local sandbox: Mixpanel{label} {emulator.export_url}")
+        print(f"local sandbox: AEP {sandbox.platform.url}")
         print("AEP schema and dataset, provisioned through the platform APIs:")
         for line in sandbox.provisioned.report():
             print(f"  {line}")
         print(f"AEP dataset id: {sandbox.dataset_id}\n")
-        print(f"running {DAILY_JOB} for {', '.join(days)}\n")
         rows, failed = [], []
         with _instance() as instance:
-            for day in days:
-                result = job.execute_in_process(
-                    partition_key=day,
-                    instance=instance,
-                    raise_on_error=False,
-                    run_config=RUN_CONFIG,
-                )
-                rows.append(_summary(day, result))
-                if not result.success:
-                    failed.append(day)
+            for keys in projects:
+                job = defs.resolve_job_def(keys.named(DAILY_JOB))
+                assert job.partitions_def is not None
+                # The last closed days, then the open day (today): an intraday load of what
+                # Mixpanel has processed so far; a later demo the same day loads only what is new.
+                days = job.partitions_def.get_partition_keys()[-DEMO_DAYS - 1 :]
+                print(f"running {job.name} for {', '.join(days)}")
+                for day in days:
+                    result = job.execute_in_process(
+                        partition_key=day,
+                        instance=instance,
+                        raise_on_error=False,
+                        run_config=RUN_CONFIG,
+                    )
+                    rows.append(_summary(keys, day, result))
+                    if not result.success:
+                        failed.append(f"{keys.name}/{day}" if keys.name else day)
+        print()
         _print_table(rows)
         held_once = _report_platform(sandbox)
     if failed:
@@ -69,9 +97,9 @@ def _instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def _summary(day: str, result: ExecuteInProcessResult) -> dict[str, Any]:
+def _summary(keys: ProjectKeys, day: str, result: ExecuteInProcessResult) -> dict[str, Any]:
     def metadata(asset: str) -> dict[str, Any]:
-        events = result.asset_materializations_for_node(asset)
+        events = result.asset_materializations_for_node("__".join(keys.asset(asset).path))
         return {key: value.value for key, value in events[-1].metadata.items()} if events else {}
 
     raw, xdm, aep = (
@@ -79,6 +107,7 @@ def _summary(day: str, result: ExecuteInProcessResult) -> dict[str, Any]:
         for name in ("mixpanel_raw_events", "xdm_experience_events", "aep_ingested_batches")
     )
     return {
+        **({"project": keys.name} if keys.name else {}),
         "day": day,
         "exported": raw.get("dagster/row_count", "-"),
         "mapped": xdm.get("dagster/row_count", "-"),

@@ -22,14 +22,20 @@ from dagster import (
 
 from mixpanel_assets.errors import ConfigError
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.storage import PartitionFiles
 
-# The run's later steps, by the last part of their asset key, and the resource each needs.
+# The run's later steps, by the last part of their asset key, and the resource each needs
+# (the mapping is per project; the AEP resource is shared by every project).
 _STEP_RESOURCES = {"xdm_experience_events": "xdm_mapping", "aep_ingested_batches": "aep"}
+_SHARED = {"aep"}
 
 
 def check_run_settings(
-    context: AssetExecutionContext, mixpanel: MixpanelResource, files: PartitionFiles
+    context: AssetExecutionContext,
+    mixpanel: MixpanelResource,
+    files: PartitionFiles,
+    project: ProjectKeys = FLAT,
 ) -> None:
     """Fail the run at once, without retries, naming the first setting that is wrong."""
     try:
@@ -37,7 +43,7 @@ def check_run_settings(
         mixpanel.checked_event_time()
         files.coordinator()
         files.check_usable()
-        with _later_resources(context) as later:
+        with _later_resources(context, project) as later:
             if "xdm_mapping" in later:
                 later["xdm_mapping"].spec(mixpanel)
                 later["xdm_mapping"].worker_count()
@@ -51,21 +57,28 @@ def check_run_settings(
 
 
 @contextmanager
-def _later_resources(context: AssetExecutionContext) -> Iterator[dict[str, Any]]:
-    """The resources of the run's later steps, configured as those steps will get them."""
-    keys = {
+def _later_resources(
+    context: AssetExecutionContext, project: ProjectKeys
+) -> Iterator[dict[str, Any]]:
+    """The resources of the project's later steps in the run, configured as those steps will
+    get them, by their base names (``xdm_mapping``, ``aep``)."""
+    bases = {
         _STEP_RESOURCES[key.path[-1]]
         for key in _run_asset_keys(context)
-        if key.path[-1] in _STEP_RESOURCES
+        if key.path[-1] in _STEP_RESOURCES and key.path[:-1] == project.prefix
     }
-    keys &= context.job_def.resource_defs.keys()  # a job without the resource has no such step
-    definitions = {key: context.job_def.resource_defs[key] for key in keys}
+    names = {base: base if base in _SHARED else project.named(base) for base in bases}
+    missing = sorted(name for name in names.values() if name not in context.job_def.resource_defs)
+    if missing:
+        raise ConfigError(f"the run's job has no resource {', '.join(missing)}")
+    definitions = {name: context.job_def.resource_defs[name] for name in names.values()}
     run_config = (context.run.run_config or {}).get("resources") or {}
     try:
         with build_resources(
-            definitions, resource_config={key: run_config[key] for key in keys & run_config.keys()}
+            definitions,
+            resource_config={name: run_config[name] for name in definitions.keys() & run_config},
         ) as built:
-            yield {key: getattr(built, key) for key in keys}
+            yield {base: getattr(built, name) for base, name in names.items()}
     except DagsterInvalidConfigError as problem:
         # Dagster names the variable that is unset ("the environment variable AEP_DATASET_ID").
         details = "; ".join(error.message for error in problem.errors) or str(problem)

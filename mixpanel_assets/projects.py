@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -12,14 +13,46 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from dagster import AssetKey
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from mixpanel_assets.errors import ConfigError
 
 PROJECTS_VARIABLE = "MIXPANEL_ASSETS_PROJECTS"
+PROJECT_TAG = "mixpanel_assets/project"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ProjectKeys:
+    """The names of one project's assets, resources and automation; flat when it has no name."""
+
+    name: str | None = None
+
+    def asset(self, asset: str) -> AssetKey:
+        return AssetKey([self.name, asset] if self.name else [asset])
+
+    def named(self, base: str) -> str:
+        """A job, schedule, sensor, asset group or resource key: ``base`` or ``<name>_<base>``."""
+        return f"{self.name}_{base}" if self.name else base
+
+    def resource(self, context: Any, base: str) -> Any:
+        """The project's resource ``base`` from a run's or a sensor's context."""
+        return getattr(context.resources, self.named(base))
+
+    @property
+    def prefix(self) -> list[str]:
+        return [self.name] if self.name else []
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Tags of the project's runs (none for the single project of flat keys)."""
+        return {PROJECT_TAG: self.name} if self.name else {}
+
+
+FLAT = ProjectKeys()
 
 
 @dataclass(frozen=True)
@@ -41,6 +74,10 @@ class ProjectSpec:
     @property
     def key_prefix(self) -> list[str]:
         return [self.name] if self.name else []
+
+    @property
+    def keys(self) -> ProjectKeys:
+        return ProjectKeys(self.name)
 
     def variable(self, name: str) -> str:
         """How errors name a setting of this project."""
@@ -208,13 +245,26 @@ def _describe_one(error: Any) -> str:
     return f"{where}: {message}"
 
 
-def configured_projects(start_date: date | None = None) -> list[ProjectSpec]:
-    """The projects to serve: the projects file when MIXPANEL_ASSETS_PROJECTS is set, else one."""
+def projects_file() -> Path | None:
+    """MIXPANEL_ASSETS_PROJECTS's file, None when the variable is unset."""
     path = os.environ.get(PROJECTS_VARIABLE, "").strip()
-    if path:
-        return load_projects(Path(path))
+    return Path(path) if path else None
+
+
+def configured_projects(
+    start_date: date | Callable[[], date] | None = None,
+) -> list[ProjectSpec]:
+    """The projects to serve: the projects file when MIXPANEL_ASSETS_PROJECTS is set, else one.
+
+    ``start_date`` (or a function returning it, called only then) is the single project's.
+    """
+    path = projects_file()
+    if path is not None:
+        return load_projects(path)
     if start_date is None:
         raise ConfigError("a start date is needed for the single project")
+    if callable(start_date):
+        start_date = start_date()
     return [
         ProjectSpec(
             name=None,

@@ -1,7 +1,8 @@
 """Partition files under MIXPANEL_ASSETS_DATA_DIR (a local path or any fsspec URL), published
 atomically.
 
-Each asset partition is a folder ``<data dir>/<asset>/<partition key>/`` holding data files and a
+Each asset partition is a folder ``<data dir>/<asset>/<partition key>/`` (``<data dir>/<project>/
+<asset>/<partition key>/`` for a project of the projects file) holding data files and a
 ``manifest.json`` that names them. A run writes into a private local staging folder, puts the
 files in under fresh names, and only then replaces the manifest in one step (``os.replace`` on a
 disk, a single PUT on object storage): readers only ever see the previous complete partition or
@@ -252,6 +253,11 @@ class PartitionFiles(ConfigurableResource):
         description="MIXPANEL_ASSETS_COORDINATION_URL: PostgreSQL for locks across machines; "
         "empty means lock files under $DAGSTER_HOME (one machine)",
     )
+    project: str = Field(
+        default="",
+        description="A project of MIXPANEL_ASSETS_PROJECTS: its files live under "
+        "<data dir>/<project>/; empty for the single project",
+    )
 
     def asset_store(self, asset: str) -> FileStore:
         try:
@@ -269,7 +275,8 @@ class PartitionFiles(ConfigurableResource):
                 f"{DATA_DIR_VARIABLE}={redact_url(self.data_dir)!r} cannot be opened "
                 f"({redact_text(str(problem), (self.data_dir,))}): {hint}."
             ) from None
-        return FileStore(fs, f"{root.rstrip('/')}/{asset}", self.scratch_dir)
+        folder = f"{self.project}/{asset}" if self.project else asset
+        return FileStore(fs, f"{root.rstrip('/')}/{folder}", self.scratch_dir)
 
     def folder(self, asset: str, partition_key: str) -> PartitionFolder:
         return PartitionFolder(self.asset_store(asset).child(partition_key), asset)

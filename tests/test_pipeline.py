@@ -116,6 +116,8 @@ def test_schedule_requests_the_day_that_just_closed(sandbox: LocalSandbox) -> No
     tick = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
     with (
         instance_for_test() as instance,
+        # Closed here: left to the garbage collector, it would reset Dagster's current
+        # defs-state storage to this dead instance's in whichever later test it runs.
         build_schedule_context(
             instance=instance,
             scheduled_execution_time=tick,

@@ -17,7 +17,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetRecordsFilter,
     AssetsDefinition,
     Failure,
@@ -44,8 +43,9 @@ from mixpanel_assets.coordination import HeldLock
 from mixpanel_assets.errors import LockLostError
 from mixpanel_assets.intraday.ledger import DayLedger
 from mixpanel_assets.intraday.open_day import DAY_COMPLETE
-from mixpanel_assets.mixpanel.assets import RAW_EVENTS, WATERMARK
+from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS, WATERMARK
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles, PartitionFolder, PartitionMissingError
 from mixpanel_assets.xdm.assets import XDM_EVENTS
@@ -57,31 +57,40 @@ BATCH_CHECK = "batch_succeeded"
 AEP_DAY_TAG = "mixpanelAssetsPartition"
 
 
-def build_aep_ingested_batches(partitions_def: TimeWindowPartitionsDefinition) -> AssetsDefinition:
+def build_aep_ingested_batches(
+    partitions_def: TimeWindowPartitionsDefinition,
+    project: ProjectKeys = FLAT,
+    dataset_id: str | None = None,
+) -> AssetsDefinition:
+    """The asset of ``project``; ``dataset_id`` (the project's own) replaces AEP_DATASET_ID's."""
+
     @asset(
         name=AEP_BATCHES,
+        key_prefix=project.prefix,
         partitions_def=partitions_def,
-        deps=[XDM_EVENTS],
+        deps=[project.asset(XDM_EVENTS)],
         kinds={"adobe"},
-        group_name="mixpanel_to_aep",
+        group_name=project.named(GROUP),
+        required_resource_keys={
+            "aep",
+            *(project.named(name) for name in ("mixpanel", "xdm_mapping", "partition_files")),
+        },
         check_specs=[
             AssetCheckSpec(
                 BATCH_CHECK,
-                asset=AEP_BATCHES,
+                asset=project.asset(AEP_BATCHES),
                 partitions_def=partitions_def,
                 description="The batch succeeded and AEP accepted every uploaded record "
                 "(a warning when AEP dropped some within the partial-ingestion allowance).",
             )
         ],
     )
-    def aep_ingested_batches(
-        context: AssetExecutionContext,
-        aep: AEPResource,
-        mixpanel: MixpanelResource,
-        xdm_mapping: XdmMappingResource,
-        partition_files: PartitionFiles,
-    ) -> MaterializeResult:
+    def aep_ingested_batches(context: AssetExecutionContext) -> MaterializeResult:
         """The day's batch in the AEP dataset, replacing the day's earlier batches."""
+        aep: AEPResource = context.resources.aep.for_dataset(dataset_id)
+        mixpanel: MixpanelResource = project.resource(context, "mixpanel")
+        xdm_mapping: XdmMappingResource = project.resource(context, "xdm_mapping")
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         key = context.partition_key
         xdm = partition_files.folder(XDM_EVENTS, key)
         xdm_manifest = xdm.manifest()  # once: the file loaded and the figures kept must agree
@@ -209,9 +218,7 @@ def _remembered_batch_ids(context: AssetExecutionContext, folder: PartitionFolde
     """The day's batches from its last materialization and from the partition manifest."""
     found: list[str] = []
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(
-            asset_key=AssetKey(AEP_BATCHES), asset_partitions=[context.partition_key]
-        ),
+        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]),
         limit=1,
     ).records
     if records and records[0].asset_materialization:

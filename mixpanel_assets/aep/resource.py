@@ -50,8 +50,12 @@ class AEPResource(ConfigurableResource):
     retry_base_seconds: float = 1.0
 
     @classmethod
-    def from_env(cls) -> AEPResource:
-        """Configured from the contract's variables (resolved by Dagster at launch)."""
+    def from_env(cls, dataset_required: bool = True) -> AEPResource:
+        """Configured from the contract's variables (resolved by Dagster at launch).
+
+        Without ``dataset_required`` an unset AEP_DATASET_ID is left empty: every project of the
+        projects file then names its own dataset.
+        """
         return cls(
             ims_url=env_or_default("AEP_IMS_URL", DEFAULT_IMS_URL),
             platform_url=env_or_default("AEP_PLATFORM_URL", DEFAULT_PLATFORM_URL),
@@ -60,9 +64,15 @@ class AEPResource(ConfigurableResource):
             org_id=EnvVar("AEP_ORG_ID"),
             sandbox_name=env_or_default("AEP_SANDBOX_NAME", "prod"),
             scopes=env_or_default("AEP_SCOPES", DEFAULT_SCOPES),
-            dataset_id=EnvVar("AEP_DATASET_ID"),
+            dataset_id=EnvVar("AEP_DATASET_ID")
+            if dataset_required
+            else env_or_default("AEP_DATASET_ID", ""),
             upload_file_max_bytes=env_int_or_default("AEP_UPLOAD_FILE_MAX_BYTES", 200_000_000),
         )
+
+    def for_dataset(self, dataset_id: str | None) -> AEPResource:
+        """The same credential aimed at ``dataset_id`` (a project's own); itself when None."""
+        return self.model_copy(update={"dataset_id": dataset_id}) if dataset_id else self
 
     def get_client(self) -> AEPClient:
         require_non_empty({"AEP_DATASET_ID": self.dataset_id})

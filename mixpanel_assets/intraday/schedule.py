@@ -29,6 +29,7 @@ from mixpanel_assets.errors import ConfigError
 from mixpanel_assets.intraday import clock
 from mixpanel_assets.mixpanel.rate_budget import HOUR
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.projects import FLAT, ProjectKeys
 
 INTRADAY_MINUTES_VARIABLE = "MIXPANEL_ASSETS_INTRADAY_MINUTES"
 DEFAULT_MINUTES = 60
@@ -83,9 +84,11 @@ def build_intraday_schedule(
     partitions_def: TimeWindowPartitionsDefinition,
     job: UnresolvedAssetJobDefinition,
     minutes: int,
+    project: ProjectKeys = FLAT,
 ) -> ScheduleDefinition:
     @schedule(
-        name=SCHEDULE_NAME,
+        name=project.named(SCHEDULE_NAME),
+        required_resource_keys={project.named("mixpanel")},
         cron_schedule=intraday_crons(minutes),
         job=job,
         execution_timezone=partitions_def.timezone,
@@ -93,9 +96,8 @@ def build_intraday_schedule(
         description=f"Every {minutes} minutes, loads what Mixpanel processed for the open day "
         "since its previous load; skipped when the Mixpanel rate budget is short.",
     )
-    def intraday_ingestion_schedule(
-        context: ScheduleEvaluationContext, mixpanel: MixpanelResource
-    ) -> Any:
+    def intraday_ingestion_schedule(context: ScheduleEvaluationContext) -> Any:
+        mixpanel: MixpanelResource = project.resource(context, "mixpanel")
         when: datetime = context.scheduled_execution_time or clock.now()
         keys = partitions_def.get_partition_keys(current_time=when)
         if not keys:

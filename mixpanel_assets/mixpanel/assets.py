@@ -36,27 +36,33 @@ from mixpanel_assets.mixpanel.export_client import (
 )
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.preflight import check_run_settings
+from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
 
 RAW_EVENTS = "mixpanel_raw_events"
+GROUP = "mixpanel_to_aep"
 MIXPANEL_POOL = "mixpanel_export"
 TOP_EVENTS_SHOWN = 10
 # Metadata key of the largest mp_processing_time_ms in the day: the late-events sensor's mark.
 WATERMARK = "watermark_processing_time_ms"
 
 
-def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) -> AssetsDefinition:
+def build_mixpanel_raw_events(
+    partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
+) -> AssetsDefinition:
+    """The asset of ``project`` (its key prefix, asset group and resource keys; flat by default)."""
+
     @asset(
         name=RAW_EVENTS,
+        key_prefix=project.prefix,
         partitions_def=partitions_def,
         pool=MIXPANEL_POOL,
         kinds={"mixpanel"},
-        group_name="mixpanel_to_aep",
+        group_name=project.named(GROUP),
+        required_resource_keys={project.named("mixpanel"), project.named("partition_files")},
     )
-    def mixpanel_raw_events(
-        context: AssetExecutionContext, mixpanel: MixpanelResource, partition_files: PartitionFiles
-    ) -> MaterializeResult:
+    def mixpanel_raw_events(context: AssetExecutionContext) -> MaterializeResult:
         """The day's Raw Event Export as received (gzip JSON lines) and a manifest.
 
         A closed day is exported whole and published only when complete; a re-run replaces it
@@ -65,7 +71,9 @@ def build_mixpanel_raw_events(partitions_def: TimeWindowPartitionsDefinition) ->
         Mixpanel outage that outlasts the client's own retries makes the step try again later
         (``step_retries``); a refusal (credentials, plan, access, timezone, URL) fails at once.
         """
-        check_run_settings(context, mixpanel, partition_files)
+        mixpanel: MixpanelResource = project.resource(context, "mixpanel")
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
+        check_run_settings(context, mixpanel, partition_files, project)
         window = context.partition_time_window
         now = clock.now()
         if window.start > now:

@@ -16,6 +16,7 @@ from mixpanel_assets.mixpanel.export_client import (
     MixpanelExportClient,
 )
 from mixpanel_assets.mixpanel.rate_budget import RateBudget
+from mixpanel_assets.projects import ProjectSpec
 from mixpanel_assets.redaction import require_https
 from mixpanel_assets.settings import (
     ConfigError,
@@ -52,6 +53,14 @@ class MixpanelResource(ConfigurableResource):
         description="MIXPANEL_ASSETS_COORDINATION_URL: PostgreSQL holding the rate budget every "
         "machine shares; empty means a file under $DAGSTER_HOME (one machine)",
     )
+    username_variable: str = Field(
+        default="MIXPANEL_SERVICE_ACCOUNT_USERNAME",
+        description="The variable the service account user comes from (errors name it)",
+    )
+    secret_variable: str = Field(
+        default="MIXPANEL_SERVICE_ACCOUNT_SECRET",
+        description="The variable the service account secret comes from (errors name it)",
+    )
     read_timeout_seconds: float = 600.0
     max_attempts: int = Field(default=5, description="Attempts per export before the day fails")
     retry_base_seconds: float = 2.0
@@ -83,6 +92,26 @@ class MixpanelResource(ConfigurableResource):
             coordination_url=env_or_default(COORDINATION_VARIABLE, ""),
         )
 
+    @classmethod
+    def for_project(cls, spec: ProjectSpec, **settings: Any) -> MixpanelResource:
+        """One project of the projects file (credentials resolved at launch), or ``from_env``
+        for the single project of the MIXPANEL_* variables."""
+        if spec.project_id is None:
+            return cls.from_env(**settings)
+        return cls(
+            **settings,
+            project_id=spec.project_id,
+            service_account_username=EnvVar(spec.username_variable),
+            service_account_secret=EnvVar(spec.secret_variable),
+            username_variable=spec.username_variable,
+            secret_variable=spec.secret_variable,
+            region=spec.region or "US",
+            export_url=spec.export_url or "",
+            project_timezone=spec.project_timezone or "UTC",
+            event_time=spec.event_time or "utc",
+            coordination_url=env_or_default(COORDINATION_VARIABLE, ""),
+        )
+
     def resolved_export_url(self) -> str:
         if self.export_url:
             return require_https(
@@ -107,8 +136,8 @@ class MixpanelResource(ConfigurableResource):
         require_non_empty(
             {
                 "MIXPANEL_PROJECT_ID": self.project_id,
-                "MIXPANEL_SERVICE_ACCOUNT_USERNAME": self.service_account_username,
-                "MIXPANEL_SERVICE_ACCOUNT_SECRET": self.service_account_secret,
+                self.username_variable: self.service_account_username,
+                self.secret_variable: self.service_account_secret,
             }
         )
         if not self.project_id.strip().isdigit():

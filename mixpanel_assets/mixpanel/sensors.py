@@ -34,6 +34,7 @@ from mixpanel_assets.mixpanel.assets import WATERMARK
 from mixpanel_assets.mixpanel.export_client import MixpanelExportError, MixpanelRateLimitedError
 from mixpanel_assets.mixpanel.late_reruns import CHECK_NAME, LateRerun, dump_cursor, load_cursor
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.projects import FLAT, ProjectKeys
 
 TRIGGER_TAG = "mixpanel_assets/trigger"
 PARTITION_TAG = "dagster/partition"
@@ -55,22 +56,25 @@ def build_late_events_sensor(
     recent_days: int,
     interval_seconds: int,
     max_reruns: int = 3,
+    project: ProjectKeys = FLAT,
 ) -> SensorDefinition:
-    """The sensor; ``loaded_asset`` is the last asset of the chain, whose materializations record
-    the watermark a day reached the destination with. A day whose re-runs keep failing is asked
-    again after a doubling pause, ``max_reruns`` times at most, then reported on the check
-    ``late_events_reloaded`` of ``loaded_asset``."""
+    """The sensor of ``project``; ``loaded_asset`` is the last asset of the chain, whose
+    materializations record the watermark a day reached the destination with. A day whose
+    re-runs keep failing is asked again after a doubling pause, ``max_reruns`` times at most,
+    then reported on the check ``late_events_reloaded`` of ``loaded_asset``."""
+    loaded_key = project.asset(loaded_asset)
+    run_tags = {TRIGGER_TAG: "late_events", **project.tags}
 
     @sensor(
-        name="late_events_sensor",
+        name=project.named("late_events_sensor"),
         job_name=job_name,
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Re-runs any of the last {recent_days} days that received late events.",
+        required_resource_keys={project.named("mixpanel")},
     )
-    def late_events_sensor(
-        context: SensorEvaluationContext, mixpanel: MixpanelResource
-    ) -> SensorResult:
+    def late_events_sensor(context: SensorEvaluationContext) -> SensorResult:
+        mixpanel: MixpanelResource = project.resource(context, "mixpanel")
         started, now = time.monotonic(), time.time()
         entries = load_cursor(context.cursor)
         keys = partitions_def.get_partition_keys(current_time=datetime.now(UTC))[-recent_days:]
@@ -78,23 +82,23 @@ def build_late_events_sensor(
         run_requests, check_events = [], []
         probe_failures, waiting, given_up, unprobed = [], [], [], []
         for key in keys:
-            watermark = _loaded_watermark(context, loaded_asset, key)
+            watermark = _loaded_watermark(context, loaded_key, key)
             if watermark is None:
                 continue
             entry = entries.get(key)
             if entry is not None and entry.watermark != watermark:
                 if entry.reported:  # loaded since (by hand, say): the day is whole again
-                    check_events.append(_check(loaded_asset, key, True, entry, max_reruns))
+                    check_events.append(_check(loaded_key, key, True, entry, max_reruns))
                 del entries[key]  # the mark moved: a fresh start
                 entry = None
             retry_of = None
             if entry is not None:
-                retry_of = _failed_late_run(context, key)
+                retry_of = _failed_late_run(context, key, run_tags)
                 if retry_of is None:
                     continue  # the re-run is pending, running, or landed without moving the mark
                 if entry.requests >= max_reruns:
                     if not entry.reported:
-                        check_events.append(_check(loaded_asset, key, False, entry, max_reruns))
+                        check_events.append(_check(loaded_key, key, False, entry, max_reruns))
                         entry.reported = True
                         context.log.warning(
                             f"{key}: {entry.requests} late-events re-runs failed; no more are "
@@ -132,7 +136,7 @@ def build_late_events_sensor(
                     RunRequest(
                         partition_key=key,
                         run_key=f"{run_key}:retry-of-{retry_of}" if retry_of else run_key,
-                        tags={TRIGGER_TAG: "late_events"},
+                        tags=run_tags,
                     )
                 )
         cursor = dump_cursor(entries, keys)
@@ -156,11 +160,11 @@ def build_late_events_sensor(
 
 
 def _check(
-    asset: str, key: str, passed: bool, entry: LateRerun, max_reruns: int
+    asset: AssetKey, key: str, passed: bool, entry: LateRerun, max_reruns: int
 ) -> AssetCheckEvaluation:
     """The day's ``late_events_reloaded`` verdict: failed when the sensor gave up on it."""
     return AssetCheckEvaluation(
-        asset_key=AssetKey(asset),
+        asset_key=asset,
         check_name=CHECK_NAME,
         partition=key,
         passed=passed,
@@ -174,10 +178,10 @@ def _check(
     )
 
 
-def _loaded_watermark(context: SensorEvaluationContext, asset: str, key: str) -> int | None:
+def _loaded_watermark(context: SensorEvaluationContext, asset: AssetKey, key: str) -> int | None:
     """The watermark ``key`` reached the destination with (None when it never did)."""
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[key]), limit=1
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1
     ).records
     if not records or records[0].asset_materialization is None:
         return None
@@ -185,10 +189,11 @@ def _loaded_watermark(context: SensorEvaluationContext, asset: str, key: str) ->
     return int(value.value) if value is not None else None
 
 
-def _failed_late_run(context: SensorEvaluationContext, key: str) -> str | None:
-    """The id of the day's last late-events run if it failed (so it deserves another go)."""
-    runs = context.instance.get_runs(
-        RunsFilter(tags={PARTITION_TAG: key, TRIGGER_TAG: "late_events"}), limit=1
-    )
+def _failed_late_run(
+    context: SensorEvaluationContext, key: str, run_tags: dict[str, str]
+) -> str | None:
+    """The id of the day's last late-events run (of this project) if it failed (so it deserves
+    another go)."""
+    runs = context.instance.get_runs(RunsFilter(tags={PARTITION_TAG: key, **run_tags}), limit=1)
     failed = runs and runs[0].status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
     return runs[0].run_id[:8] if failed else None

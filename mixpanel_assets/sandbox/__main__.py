@@ -2,7 +2,8 @@
 
 Prints the two emulator URLs and the ``export`` lines that point the contract's variables at
 them, so any tool can use the sandbox; with ``--dagster-dev`` also runs ``dagster dev`` with
-those variables set. Ctrl-C stops everything.
+those variables set. Ctrl-C stops everything. ``--projects [FILE]`` serves every project of a
+projects file (default: the example one), a Mixpanel emulator each.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from mixpanel_assets.sandbox.local_sandbox import local_sandbox
+from mixpanel_assets.projects import PROJECTS_VARIABLE
+from mixpanel_assets.sandbox.local_sandbox import EXAMPLE_PROJECTS_FILE, local_sandbox
 
 
 def main() -> int:
@@ -24,12 +26,26 @@ def main() -> int:
     parser.add_argument("--data-dir", default="data", help="where partition files live")
     parser.add_argument("--events-per-day", type=int, default=400)
     parser.add_argument("--dagster-dev", action="store_true", help="also run `dagster dev`")
+    parser.add_argument(
+        "--projects",
+        nargs="?",
+        const=EXAMPLE_PROJECTS_FILE,
+        type=Path,
+        metavar="FILE",
+        help="serve every project of a projects file (default: the example one)",
+    )
     args = parser.parse_args()
     # `kill` (SIGTERM) stops the sandbox and `dagster dev` as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with local_sandbox(Path(args.data_dir), events_per_day=args.events_per_day) as sandbox:
+    os.environ.pop(PROJECTS_VARIABLE, None)  # the sandbox's own file, or none
+    with local_sandbox(
+        Path(args.data_dir), events_per_day=args.events_per_day, projects_file=args.projects
+    ) as sandbox:
         environment = sandbox.environment()
-        print(f"Mixpanel export emulator: {sandbox.mixpanel.export_url}")
+        for name, emulator in sandbox.projects.items():
+            print(f"Mixpanel export emulator ({name}): {emulator.export_url}")
+        if not sandbox.projects:
+            print(f"Mixpanel export emulator: {sandbox.mixpanel.export_url}")
         print(f"AEP platform emulator:    {sandbox.platform.url}")
         print("\n# point the contract's variables at the local sandbox:")
         for name, value in environment.items():

@@ -5,20 +5,27 @@ records it accepted under ``<data dir>/local_sandbox/platform``, so a second ``m
 the batches of the first and replays them. The dataset is provisioned the way a real AEP sandbox
 would be, through the platform APIs (``mixpanel_assets.aep.provisioning``): the first start
 creates the schema and dataset, every later start finds them.
+
+Given a projects file (MIXPANEL_ASSETS_PROJECTS's format), it serves every project in it: one
+Mixpanel emulator each, with its own credentials, and a copy of the file under
+``<data dir>/local_sandbox/projects.yaml`` whose ``export_url``s point at them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import yaml
+
 from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.provisioning import Provisioned, ProvisioningSpec, provision
+from mixpanel_assets.projects import PROJECTS_VARIABLE, ProjectSpec, load_projects
 from mixpanel_assets.sandbox.mixpanel_emulator import MixpanelEmulator
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, MappingRules, load_rules
@@ -30,6 +37,7 @@ CLIENT_SECRET = "local-sandbox-client-secret"
 ORG_ID = "LOCALSANDBOX@AdobeOrg"
 TENANT_ID = "localsandbox"
 HISTORY_DAYS = 30
+EXAMPLE_PROJECTS_FILE = Path(__file__).with_name("example_projects.yaml")
 
 
 @dataclass
@@ -39,6 +47,9 @@ class LocalSandbox:
     platform: PlatformEmulator
     provisioned: Provisioned
     start_date: date
+    # With a projects file: each project's emulator by name, and the file pointed at them.
+    projects: dict[str, MixpanelEmulator] = field(default_factory=dict)
+    projects_file: Path | None = None
 
     @property
     def dataset_id(self) -> str:
@@ -51,6 +62,16 @@ class LocalSandbox:
 
     def environment(self) -> dict[str, str]:
         """The contract's variables, pointed at the emulators."""
+        return {**self._mixpanel_environment(), **self._aep_environment()}
+
+    def _mixpanel_environment(self) -> dict[str, str]:
+        if self.projects_file is not None:
+            variables = {PROJECTS_VARIABLE: str(self.projects_file)}
+            for spec in load_projects(self.projects_file):
+                username, secret = project_credentials(spec)
+                variables[spec.username_variable] = username
+                variables[spec.secret_variable] = secret
+            return variables
         return {
             "MIXPANEL_PROJECT_ID": self.mixpanel.project_id,
             "MIXPANEL_SERVICE_ACCOUNT_USERNAME": MIXPANEL_USERNAME,
@@ -59,6 +80,10 @@ class LocalSandbox:
             "MIXPANEL_PROJECT_TIMEZONE": self.mixpanel.timezone,
             "MIXPANEL_EVENT_TIME": self.mixpanel.time_regime,
             "MIXPANEL_START_DATE": self.start_date.isoformat(),
+        }
+
+    def _aep_environment(self) -> dict[str, str]:
+        return {
             "AEP_IMS_URL": self.platform.url,
             "AEP_PLATFORM_URL": self.platform.url,
             "AEP_CLIENT_ID": CLIENT_ID,
@@ -80,16 +105,24 @@ def local_sandbox(
     time_regime: str = "utc",
     processing_seconds: float = 0.2,
     clock: Callable[[], float] | None = None,
+    projects_file: Path | None = None,
 ) -> Iterator[LocalSandbox]:
-    """Start both emulators on free loopback ports; stop them on exit."""
+    """Start the emulators on free loopback ports (a Mixpanel one per project of
+    ``projects_file`` when given); stop them on exit."""
     data_dir = data_dir.resolve()
-    mixpanel = MixpanelEmulator(
-        username=MIXPANEL_USERNAME,
-        secret=MIXPANEL_SECRET,
-        events_per_day=events_per_day,
-        timezone=timezone,
-        time_regime=time_regime,
-        clock=clock,
+    specs = load_projects(projects_file) if projects_file is not None else []
+    projects = {spec.name or "": _project_emulator(spec, events_per_day, clock) for spec in specs}
+    mixpanel = (
+        next(iter(projects.values()))
+        if projects
+        else MixpanelEmulator(
+            username=MIXPANEL_USERNAME,
+            secret=MIXPANEL_SECRET,
+            events_per_day=events_per_day,
+            timezone=timezone,
+            time_regime=time_regime,
+            clock=clock,
+        )
     )
     platform = PlatformEmulator(
         data_dir / "local_sandbox" / "platform",
@@ -99,7 +132,10 @@ def local_sandbox(
         tenant_id=TENANT_ID,
         processing_seconds=processing_seconds,
     )
-    with mixpanel, platform:
+    with ExitStack() as running:
+        for emulator in list(projects.values()) or [mixpanel]:
+            running.enter_context(emulator)
+        running.enter_context(platform)
         client = AEPClient(
             ims_url=platform.url,
             platform_url=platform.url,
@@ -114,7 +150,47 @@ def local_sandbox(
             platform=platform,
             provisioned=provision(client, ProvisioningSpec.for_mapping(TENANT_ID, _mapping())),
             start_date=datetime.now(ZoneInfo(timezone)).date() - timedelta(days=HISTORY_DAYS),
+            projects=projects,
+            projects_file=_pointed_projects_file(projects_file, projects, data_dir)
+            if projects_file is not None
+            else None,
         )
+
+
+def _project_emulator(
+    spec: ProjectSpec, events_per_day: int, clock: Callable[[], float] | None
+) -> MixpanelEmulator:
+    username, secret = project_credentials(spec)
+    return MixpanelEmulator(
+        project_id=spec.project_id or "",
+        username=username,
+        secret=secret,
+        events_per_day=events_per_day,
+        timezone=spec.project_timezone or "UTC",
+        time_regime=spec.event_time or "utc",
+        clock=clock,
+    )
+
+
+def project_credentials(spec: ProjectSpec) -> tuple[str, str]:
+    """The service account a project's emulator accepts (each project its own)."""
+    return f"local-sandbox.{spec.name}", f"local-sandbox-secret-{spec.name}"
+
+
+def _pointed_projects_file(
+    source: Path, projects: dict[str, MixpanelEmulator], data_dir: Path
+) -> Path:
+    """A copy of ``source`` whose projects export from their emulators (mapping paths kept)."""
+    document = yaml.safe_load(source.read_text())
+    for spec in load_projects(source):
+        entry = document["projects"][spec.name]
+        entry["export_url"] = projects[spec.name or ""].export_url
+        if spec.mapping is not None:
+            entry["mapping"] = spec.mapping
+    target = data_dir / "local_sandbox" / "projects.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
 
 
 def _mapping() -> MappingRules:

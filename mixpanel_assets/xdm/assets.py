@@ -23,8 +23,9 @@ from isal import igzip
 
 from mixpanel_assets.intraday.open_day import DAY_COMPLETE
 from mixpanel_assets.intraday.seeding import earlier_loads_keys, ids_live_in_earlier_loads
-from mixpanel_assets.mixpanel.assets import RAW_EVENTS
+from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
 from mixpanel_assets.xdm.day_mapping import duplicate_event_ids, map_day
@@ -49,23 +50,25 @@ OFFSET_TOLERANCE_MINUTES = 5
 
 
 def build_xdm_experience_events(
-    partitions_def: TimeWindowPartitionsDefinition,
+    partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
 ) -> AssetsDefinition:
     @asset(
         name=XDM_EVENTS,
+        key_prefix=project.prefix,
         partitions_def=partitions_def,
-        deps=[RAW_EVENTS],
+        deps=[project.asset(RAW_EVENTS)],
         kinds={"python", "xdm"},
-        group_name="mixpanel_to_aep",
+        group_name=project.named(GROUP),
+        required_resource_keys={
+            project.named(name) for name in ("mixpanel", "xdm_mapping", "partition_files")
+        },
     )
-    def xdm_experience_events(
-        context: AssetExecutionContext,
-        mixpanel: MixpanelResource,
-        xdm_mapping: XdmMappingResource,
-        partition_files: PartitionFiles,
-    ) -> MaterializeResult:
+    def xdm_experience_events(context: AssetExecutionContext) -> MaterializeResult:
         """The day's events as XDM ExperienceEvents (gzip JSON lines), deduplicated by
         Mixpanel's key; events that cannot be valid XDM are quarantined with their reasons."""
+        mixpanel: MixpanelResource = project.resource(context, "mixpanel")
+        xdm_mapping: XdmMappingResource = project.resource(context, "xdm_mapping")
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         try:
             spec = xdm_mapping.spec(mixpanel)
             workers = xdm_mapping.worker_count()
@@ -147,10 +150,13 @@ def build_xdm_experience_events(
 
 
 def build_xdm_checks(
-    partitions_def: TimeWindowPartitionsDefinition,
+    partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
 ) -> Sequence[AssetChecksDefinition]:
+    files_key = project.named("partition_files")
+
     @asset_check(
-        asset=XDM_EVENTS,
+        asset=project.asset(XDM_EVENTS),
+        required_resource_keys={files_key},
         name="required_xdm_fields",
         partitions_def=partitions_def,
         blocking=True,
@@ -158,9 +164,8 @@ def build_xdm_checks(
         "identity, and no empty values; the file holds as many records as the manifest says. "
         "Blocking: a bad day never reaches AEP.",
     )
-    def required_xdm_fields(
-        context: AssetCheckExecutionContext, partition_files: PartitionFiles
-    ) -> AssetCheckResult:
+    def required_xdm_fields(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         problems: list[str] = []
         problem_count = records = 0
@@ -186,16 +191,16 @@ def build_xdm_checks(
         )
 
     @asset_check(
-        asset=XDM_EVENTS,
+        asset=project.asset(XDM_EVENTS),
+        required_resource_keys={files_key},
         name="unique_event_ids",
         partitions_def=partitions_def,
         blocking=True,
         description="No two records of the day share an _id (AEP Profile keeps one event per "
         "_id). Streams the file against an on-disk set, so memory stays flat.",
     )
-    def unique_event_ids(
-        context: AssetCheckExecutionContext, partition_files: PartitionFiles
-    ) -> AssetCheckResult:
+    def unique_event_ids(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         manifest = folder.manifest()
         with folder.local_copy("events", manifest) as events, folder.staging() as work_dir:
@@ -216,18 +221,18 @@ def build_xdm_checks(
         )
 
     @asset_check(
-        asset=XDM_EVENTS,
+        asset=project.asset(XDM_EVENTS),
+        required_resource_keys={files_key},
         name="counts_reconcile",
         partitions_def=partitions_def,
         blocking=True,
-        additional_deps=[RAW_EVENTS],
+        additional_deps=[project.asset(RAW_EVENTS)],
         description="Every exported line is accounted for: raw lines = XDM records + "
         "duplicates dropped + quarantined, the quarantine file holds every quarantined line, "
         "and the mapping read the current raw export.",
     )
-    def counts_reconcile(
-        context: AssetCheckExecutionContext, partition_files: PartitionFiles
-    ) -> AssetCheckResult:
+    def counts_reconcile(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         raw = partition_files.folder(RAW_EVENTS, context.partition_key).manifest()
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
@@ -250,7 +255,8 @@ def build_xdm_checks(
         )
 
     @asset_check(
-        asset=XDM_EVENTS,
+        asset=project.asset(XDM_EVENTS),
+        required_resource_keys={files_key},
         name="quarantine_share",
         partitions_def=partitions_def,
         blocking=True,
@@ -258,9 +264,8 @@ def build_xdm_checks(
         "max_quarantined_share (default 1%). Blocking: a day that lost more than that to the "
         "quarantine is not loaded until someone looks.",
     )
-    def quarantine_share(
-        context: AssetCheckExecutionContext, partition_files: PartitionFiles
-    ) -> AssetCheckResult:
+    def quarantine_share(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
         limit = xdm["max_quarantined_share"]  # the limit the day was mapped under
@@ -289,7 +294,8 @@ def build_xdm_checks(
         )
 
     @asset_check(
-        asset=XDM_EVENTS,
+        asset=project.asset(XDM_EVENTS),
+        required_resource_keys={files_key},
         name="event_time_offset",
         partitions_def=partitions_def,
         blocking=False,
@@ -297,9 +303,8 @@ def build_xdm_checks(
         "timezone offset after (or before) their time: the sign of a wrong MIXPANEL_EVENT_TIME "
         "or MIXPANEL_PROJECT_TIMEZONE. A warning only; it never blocks the day.",
     )
-    def event_time_offset(
-        context: AssetCheckExecutionContext, partition_files: PartitionFiles
-    ) -> AssetCheckResult:
+    def event_time_offset(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        partition_files: PartitionFiles = project.resource(context, "partition_files")
         manifest = partition_files.folder(XDM_EVENTS, context.partition_key).manifest()
         # Partitions mapped before this check existed carry no lag summary: nothing to judge.
         lag = manifest.get("processing_lag", {"fresh_events": 0, "median_minutes": None})

@@ -35,10 +35,12 @@ class XdmMappingResource(ConfigurableResource):
     )
 
     @classmethod
-    def from_env(cls) -> XdmMappingResource:
+    def from_env(cls, mapping_file: str | None = None) -> XdmMappingResource:
+        """From the contract's variables; ``mapping_file`` (a project's own) replaces
+        MIXPANEL_ASSETS_MAPPING's."""
         return cls(
             tenant_id=EnvVar("AEP_TENANT_ID"),
-            mapping_file=env_or_default(MAPPING_VARIABLE, ""),
+            mapping_file=mapping_file or env_or_default(MAPPING_VARIABLE, ""),
             workers=env_int_or_default(WORKERS_VARIABLE, 0),
         )
 
