@@ -238,6 +238,8 @@ def test_the_unique_id_check_looks_across_the_days_loads(
             for check in defs.asset_checks
             if any(key.name == "unique_event_ids" for key in check.check_keys)
         ]
-        evaluation = unique(build_op_context(partition_key=KEY), partition_files=files)
+        evaluation = unique(
+            build_op_context(partition_key=KEY, resources={"partition_files": files})
+        )
     assert not evaluation.passed
     assert evaluation.metadata["ids_live_from_earlier_loads"].value == manifest["records"] > 0

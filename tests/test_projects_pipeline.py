@@ -81,6 +81,8 @@ def test_each_project_has_its_own_prefixed_chain_and_automation(two_projects) ->
     assert {schedule.name for schedule in defs.schedules} == {
         "web_daily_ingestion_schedule",
         "app_daily_ingestion_schedule",
+        "web_intraday_ingestion_schedule",
+        "app_intraday_ingestion_schedule",
     }
     assert {sensor.name for sensor in defs.sensors} == {
         "web_late_events_sensor",
@@ -120,13 +122,16 @@ def test_two_projects_land_in_one_dataset_and_a_rerun_replaces_only_its_own(
         assert (data / "web" / "mixpanel_raw_events" / day / "manifest.json").is_file()
         assert (data / "app" / "aep_ingested_batches" / day / "manifest.json").is_file()
 
-        # web's day again, in a backfill that exports it with the day before in one request:
-        # it replaces web's batch and leaves app's live.
+        # web's day again, in a backfill run (with no backfill recorded by Dagster, each day is
+        # exported on its own): it replaces web's batch and leaves app's live.
         backfill = {BACKFILL_TAG: "web-again"}
         before = _run(defs, "web", _days(2)[0], instance, tags=backfill)
         again = _run(defs, "web", day, instance, tags=backfill)
-    last = two_projects.projects["web"].request_log[-1].query  # the block's one request
-    assert (last["from_date"], last["to_date"]) == (_days(2)[0], day)
+    last = two_projects.projects["web"].request_log[-1].query
+    assert (last["from_date"], last["to_date"]) == (day, day)
+    assert all(
+        entry.query["project_id"] == APP for entry in two_projects.projects["app"].request_log
+    )
     assert again["replaced_batch_ids"] == web["batch_ids"]
     live = {*before["batch_ids"], *again["batch_ids"], *app["batch_ids"]}
     assert _live_batches(two_projects) == live
