@@ -226,7 +226,9 @@ def event_id(spec: MappingSpec, name: str, properties: dict[str, Any]) -> str:
     would otherwise produce a new id. Without ``$insert_id`` the digest covers every property but
     ``distinct_id`` instead: stable across re-exports, distinct for distinct events.
     """
-    return _event_id(spec.project_id, name, _usable_time(properties.get("time")), properties)
+    return _event_id(
+        spec.project_id, name, epoch_seconds(_usable_time(properties.get("time"))), properties
+    )
 
 
 def to_xdm(name: str, properties: dict[str, Any], spec: MappingSpec) -> dict[str, Any]:
@@ -245,7 +247,8 @@ def map_event(
     makes holds at least one of them. So its records need no scan for empty values.
     """
     raw_time = _usable_time(properties.get("time"))
-    seconds = _utc_seconds(raw_time, mapping)
+    epoch = epoch_seconds(raw_time)
+    seconds = epoch if mapping.event_time == "utc" else _utc_seconds(raw_time, mapping)
     if seconds > time.time() + FUTURE_TOLERANCE_SECONDS:
         raise InvalidEvent(
             f"in the future: time {raw_time!r} is {_rfc3339(seconds)}; AEP only accepts past "
@@ -253,7 +256,7 @@ def map_event(
             "MIXPANEL_PROJECT_TIMEZONE)"
         )
     record: dict[str, Any] = {
-        "_id": _event_id(mapping.project_id, name, raw_time, properties),
+        "_id": _event_id(mapping.project_id, name, epoch, properties),
         "timestamp": _rfc3339(seconds),
         "eventType": mapping.event_types.get(name, mapping.default_event_type),
         "identityMap": _identity_map(properties, mapping.namespaces),
@@ -320,10 +323,13 @@ def _utc_minute(minutes_since_epoch: int) -> str:
 _SECOND_AND_MILLISECONDS = tuple(f"{second:02d}.000Z" for second in range(60))
 
 
-def _event_id(project_id: str, name: str, raw_time: int | float, properties: dict) -> str:
-    time_ms = round(epoch_seconds(raw_time) * 1000)
-    insert_id = as_string(properties.get("$insert_id"))
-    if insert_id is not None:
+def _event_id(project_id: str, name: str, epoch: float, properties: dict) -> str:
+    """``event_id`` from the event's ``epoch_seconds``."""
+    time_ms = round(epoch * 1000)
+    insert_id = properties.get("$insert_id")
+    if type(insert_id) is not str:
+        insert_id = as_string(insert_id)
+    if insert_id:
         material = f"{project_id}|{name}|{time_ms}|{insert_id}".encode()
     else:
         rest = {key: value for key, value in properties.items() if key != "distinct_id"}
@@ -337,9 +343,16 @@ def _identity_map(properties: dict[str, Any], namespaces: tuple[str, str, str]) 
     A ``$device:<id>`` distinct_id is an anonymous user: its device id is the identity. The
     primary is the most durable id present: distinct_id, then ``$user_id``, then the device.
     """
-    distinct_id = as_string(properties.get("distinct_id"))
-    user_id = as_string(properties.get("$user_id"))
-    device_id = as_string(properties.get("$device_id"))
+    # Strings as they are (an empty one counts as missing below), anything else as_string's.
+    distinct_id = properties.get("distinct_id")
+    if type(distinct_id) is not str:
+        distinct_id = as_string(distinct_id)
+    user_id = properties.get("$user_id")
+    if type(user_id) is not str:
+        user_id = as_string(user_id)
+    device_id = properties.get("$device_id")
+    if type(device_id) is not str:
+        device_id = as_string(device_id)
     if distinct_id and distinct_id.startswith(_DEVICE_PREFIX):
         device_id = device_id or distinct_id[len(_DEVICE_PREFIX) :] or None
         distinct_id = None
