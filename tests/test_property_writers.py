@@ -1,6 +1,7 @@
 """The code written per property layout does exactly what the property loop does: the same
 fields with the same values in the same key order, the same properties kept as text, the same
-errors; and ``map_event`` gives the same record before and after a layout's code exists. The
+errors; and ``map_event`` gives the same record before and after a layout's code exists (here
+written at a layout's second sighting, not after ``SIGHTINGS_BEFORE_CODE``). The
 booleans and integers kept as text skip orjson, and read as orjson writes them."""
 
 from typing import Any
@@ -77,7 +78,10 @@ def test_written_code_does_what_the_loop_does(properties: dict[str, Any]) -> Non
     assert _outcome(writers.writer_for(tuple(properties)), properties) == _outcome(loop, properties)
 
 
-def test_a_layout_gets_its_code_the_second_time_and_the_record_stays_the_same() -> None:
+def test_a_layout_gets_its_code_the_second_time_and_the_record_stays_the_same(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(property_writers, "SIGHTINGS_BEFORE_CODE", 2)
     spec = MappingSpec(project_id="3141592", tenant_id="acme")
     line = (
         b'{"event":"Purchase","properties":{"time":1714560000,"distinct_id":"u1",'
@@ -98,6 +102,7 @@ def test_a_layout_gets_its_code_the_second_time_and_the_record_stays_the_same() 
 
 def test_layouts_past_the_limit_take_the_loop(monkeypatch: Any) -> None:
     monkeypatch.setattr(property_writers, "MAX_LAYOUTS", 2)
+    monkeypatch.setattr(property_writers, "SIGHTINGS_BEFORE_CODE", 2)
     writers = PropertyWriters(TARGETS, PARENT_PATHS, _property_text)
     events = [{"distinct_id": "u", f"p{number}": number} for number in range(4)]
     outcomes = []
@@ -116,3 +121,14 @@ def test_booleans_and_integers_kept_as_text_read_as_orjson_writes_them() -> None
     for value in (2**64, -(2**63) - 1):  # orjson refuses them: the event is quarantined
         with pytest.raises(InvalidEvent, match="property 'p' cannot be written as JSON"):
             _property_text(value, "p")
+
+
+def test_a_layout_gets_its_code_only_once_it_is_common() -> None:
+    writers = PropertyWriters(TARGETS, PARENT_PATHS, _property_text)
+    properties = {"distinct_id": "u", "p": 1}
+    for _ in range(100):  # a rare layout: writing its code would cost more than it saves
+        writers.write(properties, _fresh_record())
+    assert not writers.by_layout
+    for _ in range(property_writers.SIGHTINGS_BEFORE_CODE - 100):
+        writers.write(properties, _fresh_record())
+    assert tuple(properties) in writers.by_layout

@@ -138,6 +138,8 @@ def build_xdm_experience_events(
                 "duplicates_dropped": stats.duplicates_dropped,
                 "quarantined": stats.quarantined,
                 "raw_lines": stats.raw_lines,
+                # Records the schema checked in full (validity.py: the proof's sample).
+                "records_validated_in_full": stats.records_validated_in_full,
                 "quarantine_reasons": MetadataValue.json(manifest["quarantine_reasons"]),
                 "quarantine_file": MetadataValue.path(folder.location("quarantine", manifest)),
                 "event_types": MetadataValue.json(manifest["event_types"]),

@@ -31,11 +31,13 @@ from mixpanel_assets.xdm.property_writers import PropertyWriters, Target
 from mixpanel_assets.xdm.schema import (
     CustomField,
     FieldPaths,
+    cut_record_schema,
     record_validator,
     tenant_field_group,
     value_checker,
 )
 from mixpanel_assets.xdm.spec import TENANT_OBJECT, MappingRules, default_rules
+from mixpanel_assets.xdm.validity import Arr, Fact, Leaf, Map, Obj, Proof, prove, record_fact
 
 
 class InvalidEvent(ValueError):
@@ -78,6 +80,10 @@ class CompiledMapping:
     record_paths: FieldPaths
     # The schema's verdict on a record, fastest on one of ``record_paths``' fields.
     is_valid: Callable[[dict[str, Any]], bool]
+    # That every record fits the schema (``validity``), or None and why not: then every record
+    # is validated in full.
+    proof: Proof | None
+    proof_problems: tuple[str, ...]
 
     @classmethod
     def build(cls, spec: MappingSpec) -> CompiledMapping:
@@ -101,6 +107,10 @@ class CompiledMapping:
         paths = {*_FIXED_PATHS, (tenant_key,)}
         paths.update((*parents, field) for parents, _, field, _, _ in targets.values())
         record_paths = frozenset(paths)
+        proof, problems = prove(
+            cut_record_schema(spec.tenant_id, custom_tenant_fields, record_paths),
+            _record_fact(tenant_key, targets, rules),
+        )
         return cls(
             project_id=spec.project_id,
             tenant_key=tenant_key,
@@ -116,12 +126,58 @@ class CompiledMapping:
             custom_tenant_fields=custom_tenant_fields,
             record_paths=record_paths,
             is_valid=record_validator(spec.tenant_id, custom_tenant_fields, record_paths),
+            proof=proof,
+            proof_problems=tuple(problems),
         )
+
+
+def _record_fact(tenant_key: str, targets: dict[str, Target], rules: MappingRules) -> Obj:
+    """What ``map_event`` writes, for ``validity.prove``."""
+    identity = Obj(
+        {
+            "id": Leaf("string"),
+            "authenticatedState": Leaf("string", values=frozenset(_AUTHENTICATED_STATES)),
+            "primary": Leaf("boolean"),
+        },
+        always=frozenset({"id", "authenticatedState", "primary"}),
+    )
+    ids = rules.identity_namespaces
+    event_types = frozenset({rules.event_types.default, *rules.event_types.by_event.values()})
+    facts: list[tuple[tuple[str, ...], Fact]] = [
+        (("_id",), Leaf("string", form="sha256-hex")),
+        (("timestamp",), Leaf("string", form="rfc3339-ms")),
+        (("eventType",), Leaf("string", values=event_types)),
+        (
+            ("identityMap",),
+            Obj(
+                {
+                    namespace: Arr(identity)
+                    for namespace in (ids.distinct_id, ids.user_id, ids.device_id)
+                }
+            ),
+        ),
+        (("environment", "type"), Leaf("string", values=frozenset(_ENVIRONMENT_TYPES))),
+        ((tenant_key, "mixpanel", "eventName"), Leaf("string")),
+        ((tenant_key, "mixpanel", "time"), Leaf("number")),
+        ((tenant_key, "mixpanel", "properties"), Map(Leaf("string"))),
+    ]
+    for name, (parents, _, field, _, fits) in targets.items():
+        json_type = CONVERSIONS[rules.properties[name].type].json_type
+        facts.append(((*parents, field), Leaf(json_type, checked=fits is not None)))
+    always = {
+        (): frozenset({"_id", "timestamp", "eventType", "identityMap", tenant_key}),
+        (tenant_key,): frozenset({"mixpanel"}),
+        (tenant_key, "mixpanel"): frozenset({"eventName", "time"}),
+    }
+    return record_fact(facts, always)
 
 
 # The fields ``map_event`` fills itself, besides the tenant object and the mapped properties.
 _FIXED_PATHS = (("_id",), ("timestamp",), ("eventType",), ("identityMap",), ("environment", "type"))
 _DEVICE_PREFIX = "$device:"
+# The values ``map_event`` writes to identityMap's authenticatedState and environment.type.
+_AUTHENTICATED_STATES = ("ambiguous", "authenticated")
+_ENVIRONMENT_TYPES = ("application", "browser")
 # AEP rejects events that happen in the future; allow for clock skew between machines.
 FUTURE_TOLERANCE_SECONDS = 300
 DEDUP_KEY_BYTES = 16
@@ -170,7 +226,9 @@ def event_id(spec: MappingSpec, name: str, properties: dict[str, Any]) -> str:
     would otherwise produce a new id. Without ``$insert_id`` the digest covers every property but
     ``distinct_id`` instead: stable across re-exports, distinct for distinct events.
     """
-    return _event_id(spec.project_id, name, _usable_time(properties.get("time")), properties)
+    return _event_id(
+        spec.project_id, name, epoch_seconds(_usable_time(properties.get("time"))), properties
+    )
 
 
 def to_xdm(name: str, properties: dict[str, Any], spec: MappingSpec) -> dict[str, Any]:
@@ -189,7 +247,8 @@ def map_event(
     makes holds at least one of them. So its records need no scan for empty values.
     """
     raw_time = _usable_time(properties.get("time"))
-    seconds = _utc_seconds(raw_time, mapping)
+    epoch = epoch_seconds(raw_time)
+    seconds = epoch if mapping.event_time == "utc" else _utc_seconds(raw_time, mapping)
     if seconds > time.time() + FUTURE_TOLERANCE_SECONDS:
         raise InvalidEvent(
             f"in the future: time {raw_time!r} is {_rfc3339(seconds)}; AEP only accepts past "
@@ -197,7 +256,7 @@ def map_event(
             "MIXPANEL_PROJECT_TIMEZONE)"
         )
     record: dict[str, Any] = {
-        "_id": _event_id(mapping.project_id, name, raw_time, properties),
+        "_id": _event_id(mapping.project_id, name, epoch, properties),
         "timestamp": _rfc3339(seconds),
         "eventType": mapping.event_types.get(name, mapping.default_event_type),
         "identityMap": _identity_map(properties, mapping.namespaces),
@@ -215,6 +274,12 @@ def map_event(
     if environment_type:
         record.setdefault("environment", {})["type"] = environment_type
     return record, seconds
+
+
+def timestamp_proven(seconds: float) -> bool:
+    """Whether ``_rfc3339`` gives the proof's ``rfc3339-ms`` form for ``seconds``: from the
+    tables or from ``datetime``, from 1970 to 9999 (not the text it falls back on)."""
+    return 0 <= seconds < _YEAR_10000
 
 
 def _usable_time(raw_time: Any) -> int | float:
@@ -258,10 +323,13 @@ def _utc_minute(minutes_since_epoch: int) -> str:
 _SECOND_AND_MILLISECONDS = tuple(f"{second:02d}.000Z" for second in range(60))
 
 
-def _event_id(project_id: str, name: str, raw_time: int | float, properties: dict) -> str:
-    time_ms = round(epoch_seconds(raw_time) * 1000)
-    insert_id = as_string(properties.get("$insert_id"))
-    if insert_id is not None:
+def _event_id(project_id: str, name: str, epoch: float, properties: dict) -> str:
+    """``event_id`` from the event's ``epoch_seconds``."""
+    time_ms = round(epoch * 1000)
+    insert_id = properties.get("$insert_id")
+    if type(insert_id) is not str:
+        insert_id = as_string(insert_id)
+    if insert_id:
         material = f"{project_id}|{name}|{time_ms}|{insert_id}".encode()
     else:
         rest = {key: value for key, value in properties.items() if key != "distinct_id"}
@@ -275,9 +343,16 @@ def _identity_map(properties: dict[str, Any], namespaces: tuple[str, str, str]) 
     A ``$device:<id>`` distinct_id is an anonymous user: its device id is the identity. The
     primary is the most durable id present: distinct_id, then ``$user_id``, then the device.
     """
-    distinct_id = as_string(properties.get("distinct_id"))
-    user_id = as_string(properties.get("$user_id"))
-    device_id = as_string(properties.get("$device_id"))
+    # Strings as they are (an empty one counts as missing below), anything else as_string's.
+    distinct_id = properties.get("distinct_id")
+    if type(distinct_id) is not str:
+        distinct_id = as_string(distinct_id)
+    user_id = properties.get("$user_id")
+    if type(user_id) is not str:
+        user_id = as_string(user_id)
+    device_id = properties.get("$device_id")
+    if type(device_id) is not str:
+        device_id = as_string(device_id)
     if distinct_id and distinct_id.startswith(_DEVICE_PREFIX):
         device_id = device_id or distinct_id[len(_DEVICE_PREFIX) :] or None
         distinct_id = None

@@ -307,6 +307,21 @@ def _generated_check(
     return _CheckWriter(reject_empty_values=reject_empty_values).function(cut, shape), shape
 
 
+def cut_record_schema(
+    tenant_id: str, custom_fields: tuple[CustomField, ...], paths: FieldPaths
+) -> dict[str, Any]:
+    """The record schema with its references inlined, cut down to ``paths`` (``_cut_schema``):
+    what ``validity.prove`` walks."""
+    schema = experience_event_schema(tenant_id, custom_fields)
+    return _cut_schema(schema, _official_registry().resolver(), _shape(paths))
+
+
+def node_check(node: dict[str, Any]) -> Callable[[Any], bool]:
+    """The verdict of one schema node (no references) on a value, as fastjsonschema gives it."""
+    # Without a shape the written check answers True or False, never None.
+    return cast(Callable[[Any], bool], _CheckWriter().function(node, None))
+
+
 def _shape(paths: FieldPaths) -> _Shape:
     shape: _Shape = {}
     for path in sorted(paths, key=len):
