@@ -36,6 +36,7 @@ from mixpanel_assets.mixpanel.assets import RAW_EVENTS, build_mixpanel_raw_event
 from mixpanel_assets.mixpanel.event_time import export_timezone
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.mixpanel.sensors import build_late_events_sensor
+from mixpanel_assets.ownership import owners, with_ownership
 from mixpanel_assets.projects import (
     FLAT,
     PROJECTS_VARIABLE,
@@ -117,14 +118,19 @@ def build_definitions(
     schedules: list[ScheduleDefinition] = []
     sensors: list[SensorDefinition] = []
     resources: dict[str, Any] = {"aep": AEPResource.from_env(dataset_required=not several)}
+    team = owners()
     for spec in projects:
         keys = spec.keys
         partitions = partitions_for(spec)
-        assets += [
-            build_mixpanel_raw_events(partitions, keys),
-            build_xdm_experience_events(partitions, keys),
-            build_aep_ingested_batches(partitions, keys, spec.dataset_id),
-        ]
+        assets += with_ownership(
+            [
+                build_mixpanel_raw_events(partitions, keys),
+                build_xdm_experience_events(partitions, keys),
+                build_aep_ingested_batches(partitions, keys, spec.dataset_id),
+            ],
+            AEP_BATCHES,
+            team,
+        )
         checks += build_xdm_checks(partitions, keys)
         project_schedules, project_sensors = build_project_automation(partitions, keys, automation)
         schedules += project_schedules

@@ -32,6 +32,8 @@ def shape(defs: Definitions) -> dict:
                 "cron": getattr(partitions, "cron_schedule", None),
             },
             "pools": sorted(node.pools or []),
+            "owners": list(node.owners),
+            "freshness": None if node.freshness_policy is None else repr(node.freshness_policy),
             "checks": sorted(check.name for check in graph.get_check_keys_for_assets({key})),
         }
     checks = {}
