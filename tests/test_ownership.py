@@ -34,5 +34,5 @@ def test_every_asset_carries_owners_tags_version_and_a_link_to_its_source(
 def test_no_owners_by_default_and_a_bad_owner_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(not spec.owners for spec in build_definitions().resolve_all_asset_specs())
     monkeypatch.setenv("MIXPANEL_ASSETS_OWNERS", "data@example.com,not an owner")
-    with pytest.raises(ConfigError, match="MIXPANEL_ASSETS_OWNERS.*'not an owner'"):
+    with pytest.raises(ConfigError, match=r"MIXPANEL_ASSETS_OWNERS.*'not an owner'"):
         build_definitions()
