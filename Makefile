@@ -6,12 +6,12 @@ INSTALLED := $(VENV)/.installed
 # The Dagster instance of `make demo`/`make dev`: SQLite under .dagster_home, configured by ./dagster.yaml.
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: demo dev sandbox test test-fast bench lint clean
+.PHONY: demo dev sandbox test test-fast bench lint lock clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -38,7 +38,7 @@ test-fast: $(INSTALLED)  ## the unit tests only (no sandbox, Dagster runs, Postg
 	$(BIN)/python -m pytest -m "not integration" -q
 
 $(VENV)/.bench-installed: $(INSTALLED)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	touch $@
 
 bench: $(VENV)/.bench-installed  ## the benchmarks, printing their figures (BENCH_ARGS=--events 5000000)
@@ -47,6 +47,13 @@ bench: $(VENV)/.bench-installed  ## the benchmarks, printing their figures (BENC
 lint: $(INSTALLED)
 	$(BIN)/ruff check mixpanel_assets tests bench
 	$(BIN)/ruff format --check mixpanel_assets tests bench
+
+lock: $(INSTALLED)  ## requirements.lock from pyproject.toml's ranges (newest versions that fit)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 \
+	  --no-header --no-annotate -o requirements.lock.new
+	{ sed -n 1,2p requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
 
 clean:
 	rm -rf data .dagster_home

@@ -87,3 +87,35 @@ def test_a_day_runs_in_a_process_without_the_sandboxs_packages(
     assert "blocked by the test" not in completed.stdout + completed.stderr
     records = sandbox.platform.dataset_records(sandbox.dataset_id)
     assert len(records) > 0 and records["_id"].is_unique
+
+
+def test_the_locks_pin_every_direct_dependency_inside_its_range() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = PACKAGE.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    for lock, extras in (
+        (root / "requirements.lock", ("dev", "bench", "postgres", "s3", "sandbox")),
+        (root / "deploy" / "requirements.lock", ("deploy", "postgres", "s3", "gcs", "azure")),
+    ):
+        pinned = {}
+        for line in lock.read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                name, version = line.split("==")
+                pinned[name.strip().lower().replace("_", "-")] = version.strip()
+        direct = [*project["dependencies"]]
+        for extra in extras:
+            direct += project["optional-dependencies"][extra]
+        checked = 0
+        for text in direct:
+            requirement = Requirement(text)
+            if requirement.name == "mixpanel-assets":
+                continue
+            name = requirement.name.lower().replace("_", "-")
+            assert name in pinned, f"{lock.name} lacks {name}: run make lock"
+            assert requirement.specifier.contains(pinned[name]), f"{lock.name}: {name} {text}"
+            checked += 1
+        assert checked > 15
+    assert "-c requirements.lock" in (root / "Makefile").read_text()
