@@ -174,15 +174,9 @@ class PostgresCoordinator:
             connection.autocommit = False
             self._ensure_table(cursor)
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(name),))
-            cursor.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = %s", (name,))
-            row = cursor.fetchone()
-            state = SharedState(row[0] if row else None)
+            state = _read_state(cursor, name)
             yield state
-            cursor.execute(
-                f"INSERT INTO {STATE_TABLE} (name, value) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                (name, json.dumps(state.value)),
-            )
+            _write_state(cursor, name, state)
             connection.commit()
             self._table_ready = True  # only once committed: a rolled-back block undoes it
 
@@ -203,15 +197,9 @@ class PostgresCoordinator:
                         f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} "
                         "(name text PRIMARY KEY, value jsonb)"
                     )
-            cursor.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = %s", (name,))
-            row = cursor.fetchone()
-            state = SharedState(row[0] if row else None)
+            state = _read_state(cursor, name)
             yield state
-            cursor.execute(
-                f"INSERT INTO {STATE_TABLE} (name, value) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-                (name, json.dumps(state.value)),
-            )
+            _write_state(cursor, name, state)
             connection.commit()
             self._table_ready = True
 
@@ -419,3 +407,17 @@ def _lock_key(name: str) -> int:
 
 def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _read_state(cursor: Any, name: str) -> SharedState:
+    cursor.execute(f"SELECT value FROM {STATE_TABLE} WHERE name = %s", (name,))
+    row = cursor.fetchone()
+    return SharedState(row[0] if row else None)
+
+
+def _write_state(cursor: Any, name: str, state: SharedState) -> None:
+    cursor.execute(
+        f"INSERT INTO {STATE_TABLE} (name, value) VALUES (%s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        (name, json.dumps(state.value)),
+    )
