@@ -46,7 +46,8 @@ from mixpanel_assets.projects import (
 )
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import DATA_DIR_VARIABLE, SCRATCH_DIR_VARIABLE, PartitionFiles
-from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_checks, build_xdm_experience_events
+from mixpanel_assets.xdm.assets import XDM_EVENTS, build_xdm_experience_events
+from mixpanel_assets.xdm.checks import build_xdm_checks
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
 DAILY_JOB = "daily_ingestion_job"

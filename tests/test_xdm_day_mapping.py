@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mixpanel_assets.xdm.assets import suspected_time_offset_minutes
+from mixpanel_assets.xdm.checks import suspected_time_offset_minutes
 from mixpanel_assets.xdm.day_mapping import duplicate_event_ids, map_day
 from mixpanel_assets.xdm.mapping import MappingSpec
 
