@@ -32,6 +32,5 @@ def test_module_loggers_reach_the_event_log_with_the_projects_instance_settings(
             assert result.success
         messages = [entry.message for entry in instance.all_logs(result.run_id)]
     assert any(
-        "not of this day, ignored" in message and f"/{days[0]}" in message
-        for message in messages
+        "not of this day, ignored" in message and f"/{days[0]}" in message for message in messages
     ), "replay's module logger did not reach the run's event log"

@@ -7,8 +7,9 @@ Every value derives from ``(project_id, day)`` (plus the batch for late events),
 always yields the same bytes, and days are streamed line by line, never held in memory.
 
 Odd cases: lines are grouped in blocks of ``ODD_CASE_BLOCK`` (100). In every block each kind of
-``ODD_CASES`` hits exactly one line (so 1 % of lines each, 10 % odd in all), at positions 1..90
-spaced ``_ODD_CASE_SPACING`` apart, so the line before an odd line is always an ordinary one. Any
+``ODD_CASES`` hits exactly one line (1 % of lines each; ``no_identity`` in every other block only,
+0.5 %), at positions 1..90 spaced ``_ODD_CASE_SPACING`` apart, so the line before an odd line is
+always an ordinary one. Any
 day of 100 events or more therefore contains every kind at least once.
 """
 
@@ -39,6 +40,10 @@ ODD_CASES = (
     "reused_insert_id",  # the previous (different) event's `$insert_id`
 )
 ODD_CASE_BLOCK = 100
+# Odd cases only in every other block (0.5 % of lines): an event without any identity is
+# quarantined, and a day (or an open day's first hours) must sit well inside the default 1 %
+# quarantine limit.
+_EVERY_OTHER_BLOCK = frozenset({"no_identity"})
 _ODD_CASE_SPACING = 9
 _USERS_PER_PROJECT = 1500
 _B64_TO_ALNUM = bytes.maketrans(b"+/", b"xQ")
@@ -431,6 +436,8 @@ def _with_odd_cases(
         if position == 0:
             schedule = _block_schedule(rng)
         kind = schedule.get(position)
+        if kind in _EVERY_OTHER_BLOCK and (index // ODD_CASE_BLOCK) % 2:
+            kind = None
         if kind == "duplicate_line":
             yield previous_line
             continue
