@@ -313,13 +313,19 @@ class AEPClient:
             start += CATALOG_PAGE
 
     def wait_for_batch(
-        self, batch_id: str, *, timeout_seconds: float, poll_seconds: float
+        self,
+        batch_id: str,
+        *,
+        timeout_seconds: float,
+        poll_seconds: float,
+        on_poll: Callable[[dict[str, Any], float], None] | None = None,
     ) -> dict[str, Any]:
         """Poll the Catalog until the batch reaches a terminal status.
 
         The pause between polls is a tenth of the time waited so far (at least
         ``poll_seconds``, at most 30 s): the end of processing is noticed at most about 10%
-        late, and an hours-long batch costs the Catalog one poll every 30 s.
+        late, and an hours-long batch costs the Catalog one poll every 30 s. ``on_poll`` gets
+        each unfinished answer and the seconds waited so far.
         """
         started = time.monotonic()
         deadline = started + timeout_seconds
@@ -328,6 +334,8 @@ class AEPClient:
             if batch.get("status") in TERMINAL:
                 return batch
             waited = time.monotonic() - started
+            if on_poll is not None:
+                on_poll(batch, waited)
             interval = min(_MAX_POLL_SECONDS, max(poll_seconds, _POLL_SHARE * waited))
             if time.monotonic() + interval > deadline:
                 raise BatchTimeoutError(

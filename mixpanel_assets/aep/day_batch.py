@@ -10,6 +10,7 @@ left behind.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,11 +105,27 @@ def load_day(
                     uploading.result()
                 uploading = uploader.submit(_upload_part, client, batch_id, request, part_path)
                 records += part_records
+                logger.info(
+                    "batch %s: uploading file %d (%d records, %s so far)",
+                    batch_id,
+                    files,
+                    records,
+                    _size(total_bytes),
+                )
             if uploading is not None:
                 uploading.result()
         client.complete_batch(batch_id)
+        logger.info(
+            "batch %s: %d records in %d file(s) uploaded; AEP processes it",
+            batch_id,
+            records,
+            files,
+        )
         batch = client.wait_for_batch(
-            batch_id, timeout_seconds=request.timeout_seconds, poll_seconds=request.poll_seconds
+            batch_id,
+            timeout_seconds=request.timeout_seconds,
+            poll_seconds=request.poll_seconds,
+            on_poll=_ProgressReport(batch_id),
         )
     except BatchTimeoutError:
         raise  # completed: AEP goes on processing it, and an abort would be refused
@@ -249,3 +266,29 @@ def _abort_quietly(client: AEPClient, batch_id: str) -> None:
         logger.warning(
             "could not abort batch %s (AEP will mark it abandoned): %s", batch_id, problem
         )
+
+
+# A long wait says what it is doing at least this often (status changes are said at once).
+PROGRESS_SECONDS = 15.0
+
+
+class _ProgressReport:
+    """Logs a batch's status while AEP processes it: when it changes, else every 15 s."""
+
+    def __init__(self, batch_id: str) -> None:
+        self._batch_id = batch_id
+        self._status: str | None = None
+        self._said_at = time.monotonic()
+
+    def __call__(self, batch: dict[str, Any], waited: float) -> None:
+        status = str(batch.get("status"))
+        now = time.monotonic()
+        if status != self._status or now - self._said_at >= PROGRESS_SECONDS:
+            logger.info(
+                "batch %s: AEP status %r after %.0f s of processing", self._batch_id, status, waited
+            )
+            self._status, self._said_at = status, now
+
+
+def _size(count: int) -> str:
+    return f"{count / 1_000_000:.1f} MB"
