@@ -7,9 +7,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -283,34 +285,15 @@ def test_a_day_lock_lost_while_aep_processes_the_batch_never_fails_the_day(
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("MIXPANEL_ASSETS_COORDINATION_URL", url)
         lock_name = f"aep_ingested_batches:{sandbox.mixpanel.project_id}/{day}"
-        dropped: list[int] = []
-        stop = threading.Event()
-
-        def drop_the_lock_once_the_batch_exists() -> None:
-            while not stop.wait(0.05):
-                batches = sandbox.platform.batches(sandbox.dataset_id)
-                holder = _lock_holder_pid(url, lock_name)
-                if holder and any(batch["status"] != "loading" for batch in batches):
-                    with psycopg2.connect(url) as admin, admin.cursor() as cursor:
-                        cursor.execute("SELECT pg_terminate_backend(%s)", (holder,))
-                    dropped.append(holder)
-                    return
-
-        dropper = threading.Thread(target=drop_the_lock_once_the_batch_exists, daemon=True)
-        dropper.start()
-        defs = build_definitions()
-        try:
-            with instance_for_test() as instance:
-                result = materialize(
-                    [*defs.assets, *defs.asset_checks],
-                    partition_key=day,
-                    instance=instance,
-                    resources=defs.resources,
-                    raise_on_error=False,
-                )
-        finally:
-            stop.set()
-            dropper.join()
+        result, dropped = _run_day_dropping_its_lock(
+            url,
+            lock_name,
+            day,
+            ready=lambda: any(
+                batch["status"] != "loading"
+                for batch in sandbox.platform.batches(sandbox.dataset_id)
+            ),
+        )
         assert dropped, "the day's lock was dropped while AEP processed the batch"
         assert result.success, [
             str(event.step_failure_data.error)
@@ -369,35 +352,44 @@ def test_a_day_lock_lost_before_the_batch_is_created_creates_no_batch(
         lock_name = f"aep_ingested_batches:{sandbox.mixpanel.project_id}/{day}"
         # The Catalog answers the day's batch list late (503, Retry-After 2 s): time to drop it.
         sandbox.platform.queue_fault("GET", "/data/foundation/catalog/batches", 503, retry_after=2)
-        dropped: list[int] = []
-        stop = threading.Event()
-
-        def drop_the_lock_once_taken() -> None:
-            while not stop.wait(0.05):
-                holder = _lock_holder_pid(url, lock_name)
-                if holder:
-                    with psycopg2.connect(url) as admin, admin.cursor() as cursor:
-                        cursor.execute("SELECT pg_terminate_backend(%s)", (holder,))
-                    dropped.append(holder)
-                    return
-
-        dropper = threading.Thread(target=drop_the_lock_once_taken, daemon=True)
-        dropper.start()
-        defs = build_definitions()
-        try:
-            with instance_for_test() as instance:
-                result = materialize(
-                    [*defs.assets, *defs.asset_checks],
-                    partition_key=day,
-                    instance=instance,
-                    resources=defs.resources,
-                    raise_on_error=False,
-                )
-        finally:
-            stop.set()
-            dropper.join()
+        result, dropped = _run_day_dropping_its_lock(url, lock_name, day, ready=lambda: True)
         assert dropped and not result.success
         (failure,) = [event for event in result.all_events if event.is_step_failure]
         assert failure.step_key == "aep_ingested_batches"
         assert "was lost" in str(failure.step_failure_data.error)
         assert sandbox.platform.batches(sandbox.dataset_id) == [], "no batch was created"
+
+
+def _run_day_dropping_its_lock(
+    url: str, lock_name: str, day: str, ready: Callable[[], bool]
+) -> tuple[Any, list[int]]:
+    """Materialize ``day`` while a thread ends the session holding the day's lock, once it is
+    held and ``ready()`` says so; the run's result and the backends ended."""
+    dropped: list[int] = []
+    stop = threading.Event()
+
+    def drop() -> None:
+        while not stop.wait(0.05):
+            holder = _lock_holder_pid(url, lock_name)
+            if holder and ready():
+                with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(%s)", (holder,))
+                dropped.append(holder)
+                return
+
+    dropper = threading.Thread(target=drop, daemon=True)
+    dropper.start()
+    defs = build_definitions()
+    try:
+        with instance_for_test() as instance:
+            result = materialize(
+                [*defs.assets, *defs.asset_checks],
+                partition_key=day,
+                instance=instance,
+                resources=defs.resources,
+                raise_on_error=False,
+            )
+    finally:
+        stop.set()
+        dropper.join()
+    return result, dropped
