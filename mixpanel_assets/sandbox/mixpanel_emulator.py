@@ -1,42 +1,41 @@
 """A loopback emulator of Mixpanel's Raw Event Export API (``GET /api/2.0/export``).
 
-The export client must be tested against real HTTP (chunked streaming whose chunks cut across
-lines, on-the-fly gzip, Mixpanel's odd status codes, resets, ``terminated early``) and
-``make demo`` must run offline. This server follows the documented contract and the behaviour
-seen in the wild, serves the synthetic days of ``synthetic_events``, and knows nothing of Dagster.
-
-Order of checks on the export path: a queued fault is consumed first (a ``status`` fault answers
-at once, the body faults shape the 200 that follows), then authentication, ``project_id``, the
-rate limit (which counts every authenticated request it admits), then the query parameters.
+Serves the synthetic days of ``synthetic_events`` and knows nothing of Dagster. Design notes
+(what it follows, the order of its checks): docs/local-sandbox.md.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import itertools
-import operator
-import re
-import socket
-import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
 import orjson
-from isal import isal_zlib
 
+from mixpanel_assets.sandbox.mixpanel_export_query import (
+    ExportQuery,
+    filter_line,
+    parse_export_query,
+)
+from mixpanel_assets.sandbox.mixpanel_http import (
+    ApiError,
+    ConnectionReset,
+    Exchange,
+    Handler,
+    Server,
+    stream_lines,
+)
 from mixpanel_assets.sandbox.synthetic_events import (
     TIME_REGIMES,
     late_events,
@@ -44,29 +43,6 @@ from mixpanel_assets.sandbox.synthetic_events import (
 )
 
 EXPORT_PATH = "/api/2.0/export"
-TERMINATED_EARLY = b"terminated early"
-MAX_LIMIT = 100_000
-GZIP_MIN_BYTES = 1400  # Mixpanel gzips only responses over 1400 bytes
-_COMPRESS_BLOCK_BYTES = 64 * 1024
-_UNSUPPORTED_WHERE = (
-    'the local emulator supports only where expressions properties["mp_processing_time_ms"] <op> N'
-    ' and number(properties["mp_processing_time_ms"]) <op> N, with <op> one of > >= < <= ==,'
-    " (each possibly in parentheses) joined by ' and '"
-)
-_WHERE_CLAUSE = re.compile(
-    r'\s*(?P<number>number\(\s*)?properties\["mp_processing_time_ms"\](?(number)\s*\))'
-    r"\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>-?\d+(?:\.\d+)?)\s*"
-)
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "==": operator.eq,
-}
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A byte-aligned deflate block header with BTYPE=11 (reserved): any inflater fails on it.
-_INVALID_DEFLATE = b"\xff\xff\xff\xff"
 
 FaultKind = Literal["status", "terminated_early", "reset", "corrupt_gzip"]
 
@@ -109,172 +85,6 @@ class RequestLogEntry:
     query: dict[str, str]
     status: int
     body_bytes: int  # body bytes sent on the wire (after gzip, without chunk framing)
-
-
-class _ApiError(Exception):
-    """An error answer: Mixpanel's JSON body ``{"request": ..., "error": ...}``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-class _ConnectionReset(Exception):
-    """Raised mid-body by the ``reset`` fault: the connection must be torn down abruptly."""
-
-
-@dataclass(frozen=True)
-class _ExportQuery:
-    """The validated query parameters of one export request."""
-
-    from_date: date
-    to_date: date
-    events: frozenset[str] | None
-    where: Callable[[dict[str, Any]], bool] | None
-    limit: int | None
-    time_in_ms: bool
-
-
-class _Exchange:
-    """Writes one response and logs it just before its last byte goes out.
-
-    Logging before the end of the response (not after) means a client that has read a whole
-    response always finds it in the request log.
-    """
-
-    def __init__(self, handler: _Handler, record: Callable[[int, int], None]) -> None:
-        self.handler = handler
-        self.status = 0
-        self.body_bytes = 0
-        self._record = record
-        self._logged = False
-
-    def log(self, pending_bytes: int = 0) -> None:
-        """Record the exchange once, counting ``pending_bytes`` about to be sent."""
-        if not self._logged:
-            self._logged = True
-            self._record(self.status, self.body_bytes + pending_bytes)
-
-    def send_head(self, status: int, headers: dict[str, str]) -> None:
-        self.status = status
-        self.handler.send_response(status)
-        for name, value in headers.items():
-            self.handler.send_header(name, value)
-        self.handler.end_headers()
-
-    def send_whole(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_head(status, {**headers, "Content-Length": str(len(body))})
-        self.body_bytes = len(body)
-        self.log()
-        self.handler.wfile.write(body)
-
-    def send_error(self, error: _ApiError) -> None:
-        body = orjson.dumps({"request": self.handler.path, "error": error.message})
-        self.send_whole(error.status, body, {"Content-Type": "application/json", **error.headers})
-
-    def send_chunk(self, chunk: bytes) -> None:
-        self.handler.wfile.write(b"%X\r\n%b\r\n" % (len(chunk), chunk))
-        self.body_bytes += len(chunk)
-
-    def reset(self) -> None:
-        """Close with an RST (SO_LINGER 0) rather than a FIN, as a dropped connection looks."""
-        self.log()
-        self.handler.close_connection = True
-        connection = self.handler.connection
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.handler.rfile.close()  # the socket's fd closes only once its files are closed
-        connection.close()
-
-
-class _ChunkedBody:
-    """A chunked body cut in fixed-size chunks that ignore line boundaries, as Mixpanel's are."""
-
-    def __init__(self, exchange: _Exchange, chunk_size: int, reset_after: int | None) -> None:
-        self._exchange = exchange
-        self._chunk_size = chunk_size
-        self._reset_after = reset_after
-        self._buffer = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self._buffer += data
-        size = self._chunk_size
-        while len(self._buffer) >= size:
-            self._send(bytes(self._buffer[:size]))
-            del self._buffer[:size]
-
-    def close(self, tail: bytes = b"") -> None:
-        """Send ``tail`` and what is buffered, then end the body.
-
-        The exchange is logged before that last data goes out, so a client that stops at
-        the end of the data (or on a decoding error in it) finds the request in the log.
-        """
-        self._buffer += tail
-        if self._reset_after is None:
-            self._exchange.log(pending_bytes=len(self._buffer))
-        for start in range(0, len(self._buffer), self._chunk_size):
-            self._send(bytes(self._buffer[start : start + self._chunk_size]))
-        self._buffer.clear()
-        if self._reset_after is not None:  # a body shorter than the fault's offset
-            raise _ConnectionReset
-        self._exchange.handler.wfile.write(b"0\r\n\r\n")
-
-    def _send(self, chunk: bytes) -> None:
-        if self._reset_after is not None:
-            room = self._reset_after - self._exchange.body_bytes
-            if len(chunk) >= room:
-                if room > 0:
-                    self._exchange.send_chunk(chunk[:room])
-                raise _ConnectionReset
-        self._exchange.send_chunk(chunk)
-
-
-class _Server(ThreadingHTTPServer):
-    """Tracks open connections so that ``stop`` also ends kept-alive ones."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], emulator: MixpanelEmulator) -> None:
-        super().__init__(address, _Handler)
-        self.emulator = emulator
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # already closed by its handler
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # idle kept-alive connections do not hold a thread forever
-    server: _Server
-
-    def do_GET(self) -> None:
-        self.server.emulator._serve(self)
-
-    def _reject(self) -> None:
-        """Other methods get the JSON 404; any request body is left unread, so close after."""
-        self.close_connection = True
-        self.server.emulator._serve(self)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = _reject
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silenced: ``MixpanelEmulator.request_log`` records every request."""
 
 
 class MixpanelEmulator:
@@ -335,7 +145,7 @@ class MixpanelEmulator:
         self._faults: deque[list[Any]] = deque()  # [fault, requests left]
         self._admitted: deque[float] = deque()  # monotonic arrival of rate-limited requests
         self._log: list[RequestLogEntry] = []
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -344,7 +154,7 @@ class MixpanelEmulator:
         """Bind (a free port when ``port`` is 0) and serve from a daemon thread."""
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        server = _Server(self._address, self)
+        server = Server(self._address, self._serve)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -379,12 +189,14 @@ class MixpanelEmulator:
 
     @property
     def port(self) -> int:
+        """The port it listens on."""
         if self._server is None:
             raise RuntimeError("the emulator is not running")
         return int(self._server.server_address[1])
 
     @property
     def export_url(self) -> str:
+        """The URL of its export endpoint."""
         host = str(self._server.server_address[0]) if self._server else self._address[0]
         return f"http://{host}:{self.port}{EXPORT_PATH}"
 
@@ -445,8 +257,11 @@ class MixpanelEmulator:
         return lines
 
     def add_resent_events(self, day: date, lines: list[bytes]) -> list[bytes]:
-        """Copies of ``lines`` (events of ``day``) that Mixpanel processed again now, as after a
-        client's retry: the same event, a later ``mp_processing_time_ms``. Exports return both."""
+        """Copies of ``lines`` (events of ``day``) that Mixpanel processed again now.
+
+        As after a client's retry: the same event, a later ``mp_processing_time_ms``. Exports return
+        both.
+        """
         self._measure_synthetic_day(day)
         with self._lock:
             processed = (
@@ -511,12 +326,13 @@ class MixpanelEmulator:
             return list(self._log)
 
     def clear_request_log(self) -> None:
+        """Forget every request served so far."""
         with self._lock:
             self._log.clear()
 
     # -- request handling --------------------------------------------------------------------
 
-    def _serve(self, handler: _Handler) -> None:
+    def _serve(self, handler: Handler) -> None:
         arrived, wall_time = time.monotonic(), time.time()
         url = urlsplit(handler.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -526,23 +342,23 @@ class MixpanelEmulator:
             with self._lock:
                 self._log.append(entry)
 
-        exchange = _Exchange(handler, record)
+        exchange = Exchange(handler, record)
         try:
             if handler.command != "GET" or url.path != EXPORT_PATH:
-                raise _ApiError(
+                raise ApiError(
                     404, f"no {handler.command} {url.path}: this emulator serves GET {EXPORT_PATH}"
                 )
             self._export(handler, query, exchange)
-        except _ApiError as error:
+        except ApiError as error:
             exchange.send_error(error)
-        except _ConnectionReset:
+        except ConnectionReset:
             exchange.reset()
         except OSError:  # the client went away mid-response
             handler.close_connection = True
         finally:
             exchange.log()  # when the response was cut short
 
-    def _export(self, handler: _Handler, query: dict[str, str], exchange: _Exchange) -> None:
+    def _export(self, handler: Handler, query: dict[str, str], exchange: Exchange) -> None:
         fault = self._next_fault()
         if fault is not None and fault.kind == "status":
             self._send_status_fault(fault, exchange)
@@ -550,10 +366,18 @@ class MixpanelEmulator:
         self._authenticate(handler.headers.get("Authorization"))
         self._check_project(query.get("project_id"))
         self._admit()
-        export = self._parse_query(query)
-        self._stream(exchange, self._export_lines(export), handler.headers, fault)
+        export = parse_export_query(query, self._today())
+        stream_lines(
+            exchange,
+            self._export_lines(export),
+            accept_encoding=handler.headers.get("Accept-Encoding", ""),
+            chunk_size=self._chunk_size,
+            terminate_after_lines=_fault_setting(fault, "terminated_early", "after_lines"),
+            reset_after_bytes=_fault_setting(fault, "reset", "after_bytes"),
+            corrupt_gzip_after_bytes=_fault_setting(fault, "corrupt_gzip", "after_bytes"),
+        )
 
-    def _send_status_fault(self, fault: Fault, exchange: _Exchange) -> None:
+    def _send_status_fault(self, fault: Fault, exchange: Exchange) -> None:
         headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
         if fault.body is None:
             if fault.status == 429:
@@ -562,7 +386,7 @@ class MixpanelEmulator:
                 message = "unknown error"  # what Mixpanel's 500s say
             else:
                 message = HTTPStatus(fault.status).phrase
-            exchange.send_error(_ApiError(fault.status, message, headers))
+            exchange.send_error(ApiError(fault.status, message, headers))
             return
         body = fault.body.encode() if isinstance(fault.body, str) else fault.body
         try:
@@ -575,7 +399,7 @@ class MixpanelEmulator:
     def _authenticate(self, header: str | None) -> None:
         scheme, _, value = (header or "").strip().partition(" ")
         if scheme.lower() != "basic" or not value.strip():
-            raise _ApiError(
+            raise ApiError(
                 401,
                 "authentication required: HTTP Basic with service-account username:secret",
                 {"WWW-Authenticate": 'Basic realm="Mixpanel"'},
@@ -586,15 +410,15 @@ class MixpanelEmulator:
         except (binascii.Error, UnicodeDecodeError):
             credentials = value  # Mixpanel also accepts username:secret in plain text
         if credentials != f"{self._username}:{self._secret}":
-            raise _ApiError(400, "Unable to authenticate request")
+            raise ApiError(400, "Unable to authenticate request")
 
     def _check_project(self, project_id: str | None) -> None:
         if not project_id:
-            raise _ApiError(400, "project_id is required when authenticating as a service account")
+            raise ApiError(400, "project_id is required when authenticating as a service account")
         if not project_id.isdigit():
-            raise _ApiError(400, f"project_id must be an integer, got {project_id!r}")
+            raise ApiError(400, f"project_id must be an integer, got {project_id!r}")
         if project_id != self.project_id:
-            raise _ApiError(
+            raise ApiError(
                 403, f"service account {self._username} has no access to project {project_id}"
             )
 
@@ -611,38 +435,22 @@ class MixpanelEmulator:
             )
             for limit, count, window in windows:
                 if limit is not None and count >= limit:
-                    raise _ApiError(
+                    raise ApiError(
                         429,
                         f"Query rate limit exceeded for project_id: {self.project_id}."
                         f" {count + 1}/{limit} queries in the last {window}.",
                     )
             self._admitted.append(now)
 
-    def _parse_query(self, query: dict[str, str]) -> _ExportQuery:
-        from_date = _parse_date(query, "from_date")
-        to_date = _parse_date(query, "to_date")
-        if to_date > self._today():
-            raise _ApiError(400, "to_date cannot be later than today")
-        if from_date > to_date:
-            raise _ApiError(400, "from_date cannot be later than to_date")
-        return _ExportQuery(
-            from_date=from_date,
-            to_date=to_date,
-            events=_parse_events(query.get("event")),
-            where=_parse_where(query.get("where")),
-            limit=_parse_limit(query.get("limit")),
-            time_in_ms=_parse_bool(query, "time_in_ms"),
-        )
-
-    def _export_lines(self, export: _ExportQuery) -> Iterator[bytes]:
+    def _export_lines(self, export: ExportQuery) -> Iterator[bytes]:
         """Lines of every day in the range, filtered, converted and truncated as asked."""
-        transform = export.events is not None or export.where is not None or export.time_in_ms
+        transform = export.transforms
         sent = 0
         day = export.from_date
         while day <= export.to_date and sent != export.limit:
             for line in self.events_for_day(day):
                 if transform:
-                    converted = _filter_line(line, export)
+                    converted = filter_line(line, export)
                     if converted is None:
                         continue
                     line = converted
@@ -651,51 +459,6 @@ class MixpanelEmulator:
                 if sent == export.limit:
                     break
             day += timedelta(days=1)
-
-    def _stream(
-        self,
-        exchange: _Exchange,
-        lines: Iterator[bytes],
-        request_headers: Message,
-        fault: Fault | None,
-    ) -> None:
-        """Send a 200 chunked body, gzipped on the fly when asked and worth it; never whole."""
-        if fault is not None and fault.kind == "terminated_early":
-            lines = itertools.chain(itertools.islice(lines, fault.after_lines), [TERMINATED_EARLY])
-        head = bytearray()
-        for line in lines:  # peek just enough to know whether the body exceeds 1400 bytes
-            head += line + b"\n"
-            if len(head) > GZIP_MIN_BYTES:
-                break
-        corrupt_after = fault.after_bytes if fault and fault.kind == "corrupt_gzip" else None
-        wants_gzip = _accepts_gzip(request_headers.get("Accept-Encoding", ""))
-        gzip = corrupt_after is not None or (wants_gzip and len(head) > GZIP_MIN_BYTES)
-        headers = {"Content-Type": "text/plain; charset=utf-8", "Transfer-Encoding": "chunked"}
-        if gzip:
-            headers["Content-Encoding"] = "gzip"
-        exchange.send_head(200, headers)
-        reset_after = fault.after_bytes if fault and fault.kind == "reset" else None
-        body = _ChunkedBody(exchange, self._chunk_size, reset_after)
-        pieces = itertools.chain([bytes(head)], (line + b"\n" for line in lines))
-        if not gzip:
-            for piece in pieces:
-                body.write(piece)
-            body.close()
-            return
-        # A gzip container (wbits 31) at level 1, through ISA-L and a block of lines at a time:
-        # the emulator stays off the bench's critical path.
-        compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
-        produced = 0
-        for block in _blocks(pieces, _COMPRESS_BLOCK_BYTES):
-            compressed = compressor.compress(block)
-            body.write(compressed)
-            produced += len(compressed)
-            if corrupt_after is not None and produced >= corrupt_after:
-                break
-        if corrupt_after is not None:
-            body.close(compressor.flush(isal_zlib.Z_SYNC_FLUSH) + _INVALID_DEFLATE)
-        else:
-            body.close(compressor.flush())
 
 
 def _processing_time_ms(line: bytes) -> float:
@@ -708,105 +471,6 @@ def _processing_time_ms(line: bytes) -> float:
     return processed if valid else float("-inf")
 
 
-def _blocks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """``pieces`` joined into blocks of at least ``size`` bytes (the last may be shorter)."""
-    block = bytearray()
-    for piece in pieces:
-        block += piece
-        if len(block) >= size:
-            yield bytes(block)
-            block.clear()
-    if block:
-        yield bytes(block)
-
-
-def _parse_date(query: dict[str, str], name: str) -> date:
-    value = query.get(name)
-    if not value:
-        raise _ApiError(400, f"{name} is required")
-    try:
-        if not _DATE.fullmatch(value):
-            raise ValueError(value)
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _ApiError(400, f"{name} must be a date formatted YYYY-MM-DD, got {value!r}") from None
-
-
-def _parse_events(value: str | None) -> frozenset[str] | None:
-    if not value:
-        return None
-    try:
-        names = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        names = None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise _ApiError(400, f"event must be a non-empty JSON array of event names, got {value!r}")
-    return frozenset(names)
-
-
-def _parse_where(value: str | None) -> Callable[[dict[str, Any]], bool] | None:
-    """The ``mp_processing_time_ms`` comparisons the late-data watermark needs, and no more."""
-    if not value:
-        return None
-    clauses = []
-    for text in value.split(" and "):
-        match = _WHERE_CLAUSE.fullmatch(_without_parentheses(text))
-        if match is None:
-            raise _ApiError(400, f"unsupported where expression {value!r}: {_UNSUPPORTED_WHERE}")
-        clauses.append((_OPERATORS[match["op"]], float(match["value"])))
-
-    def matches(properties: dict[str, Any]) -> bool:
-        processed = properties.get("mp_processing_time_ms")
-        if not isinstance(processed, int | float) or isinstance(processed, bool):
-            return False
-        return all(compare(processed, bound) for compare, bound in clauses)
-
-    return matches
-
-
-def _without_parentheses(clause: str) -> str:
-    clause = clause.strip()
-    while clause.startswith("(") and clause.endswith(")"):
-        clause = clause[1:-1].strip()
-    return clause
-
-
-def _parse_limit(value: str | None) -> int | None:
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise _ApiError(400, f"limit must be a positive integer, got {value!r}")
-    if int(value) > MAX_LIMIT:
-        raise _ApiError(400, f"limit cannot be over {MAX_LIMIT}")
-    return int(value)
-
-
-def _parse_bool(query: dict[str, str], name: str) -> bool:
-    value = query.get(name, "").lower()
-    if value not in ("", "true", "false"):
-        raise _ApiError(400, f"{name} must be true or false, got {query[name]!r}")
-    return value == "true"
-
-
-def _filter_line(line: bytes, export: _ExportQuery) -> bytes | None:
-    """The line as this export returns it, or None when a filter drops it."""
-    event = orjson.loads(line)
-    if export.events is not None and event.get("event") not in export.events:
-        return None
-    properties = event.get("properties") or {}
-    if export.where is not None and not export.where(properties):
-        return None
-    if not export.time_in_ms:
-        return line
-    seconds = properties.get("time")
-    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-        properties["time"] = round(seconds * 1000)
-    return orjson.dumps(event)
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for item in accept_encoding.split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+def _fault_setting(fault: Fault | None, kind: FaultKind, setting: str) -> int | None:
+    """``fault``'s ``setting`` when it is a fault of ``kind``, else None."""
+    return getattr(fault, setting) if fault is not None and fault.kind == kind else None
