@@ -9,13 +9,14 @@ import orjson
 import pytest
 import requests
 
-from mixpanel_assets.aep.client import AEPClient, AEPError, AEPRefusal, BatchTimeoutError
+from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     batch_failed,
     describe_failure,
     load_day,
 )
+from mixpanel_assets.aep.errors import AEPError, AEPRefusal, BatchTimeoutError
 from mixpanel_assets.aep.replay import settle_day
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 from tests.platform_clients import emulator_client

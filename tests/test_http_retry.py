@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mixpanel_assets.aep.client import AEPError
+from mixpanel_assets.aep.errors import AEPError
 from mixpanel_assets.http_retry import retry_after_header
 from mixpanel_assets.mixpanel.export_client import ExportQuery, MixpanelExportClient
 from mixpanel_assets.sandbox.mixpanel_emulator import Fault, MixpanelEmulator

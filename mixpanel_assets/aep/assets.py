@@ -26,7 +26,7 @@ from dagster import (
     asset,
 )
 
-from mixpanel_assets.aep.client import AEPClient, AEPError
+from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     DayBatchResult,
@@ -35,6 +35,7 @@ from mixpanel_assets.aep.day_batch import (
     describe_failure,
     load_day,
 )
+from mixpanel_assets.aep.errors import AEPError
 from mixpanel_assets.aep.increments import DayTarget, load_increment, needs_increment
 from mixpanel_assets.aep.replay import SettledDay, settle_day
 from mixpanel_assets.aep.resource import AEPResource

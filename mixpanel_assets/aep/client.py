@@ -1,17 +1,11 @@
-"""Client of Adobe Experience Platform: IMS, Batch Ingestion, Catalog, Schema Registry, Identity.
+"""The AEP calls the pipeline makes: Batch Ingestion, Catalog, Data Access, Schema Registry.
 
-Knows nothing of Dagster. Every platform call carries the four headers AEP requires and a
-timeout; TLS certificates are always verified. The access token is cached until shortly before
-it expires and fetched again once if AEP answers 401. 429 and 5xx answers (and broken
-connections) are retried with the shared policy (``http_retry``), only where a retry cannot
-duplicate work: a POST that creates something is retried only on answers that prove nothing
-was created. Secrets never appear in errors: messages quote AEP's answer, never our request.
+Knows nothing of Dagster; ``transport.py`` sends each call (design notes: docs/aep-api.md).
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -19,12 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-import requests
-import tenacity
 
-from mixpanel_assets.http_retry import MAX_RETRY_AFTER_SECONDS, RetryPolicy
+from mixpanel_assets.aep.errors import BatchTimeoutError
+from mixpanel_assets.aep.transport import PlatformTransport, segment
 
-DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 # Batch statuses (docs/aep-api.md says where each comes from and why it is in its group).
 # ``retained`` is a finished batch whose records AEP keeps: counted live, so that a re-run
 # replaces it rather than holding the day twice.
@@ -42,168 +34,13 @@ XED_ID = "application/vnd.adobe.xed-id+json"
 XDM_DESCRIPTORS_V2 = "application/vnd.adobe.xdm-v2+json"
 DESCRIPTOR_PAGE = 500  # the Schema Registry's largest ``limit``
 CATALOG_PAGE = 100  # the Catalog's largest page
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_NOTHING_CREATED = frozenset({429, 503})  # answers that prove a POST created nothing
 # Catalog polls while a batch processes: pauses of this share of the time waited, up to a cap.
 _POLL_SHARE = 0.1
 _MAX_POLL_SECONDS = 30.0
 
 
-class AEPError(RuntimeError):
-    """AEP refused or failed a request; the message says which call, why, and what to do."""
-
-
-class AEPRefusal(AEPError):
-    """AEP answered a request with a 4xx status; ``status`` says which."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class BatchTimeoutError(AEPError):
-    """A batch did not reach a terminal status in time."""
-
-
-def _send_with_retries(
-    send: Callable[[], requests.Response],
-    *,
-    what: str,
-    policy: RetryPolicy,
-    retry_statuses: frozenset[int] = _RETRY_STATUSES,
-    retry_broken_connections: bool = True,
-) -> requests.Response:
-    """``send()`` again while it answers a retryable status; returns the first other answer."""
-    retry = tenacity.retry_if_result(lambda response: response.status_code in retry_statuses)
-    if retry_broken_connections:
-        retry = retry | tenacity.retry_if_exception_type(requests.RequestException)
-    try:
-        return policy.retrying(retry)(send)
-    except requests.RequestException as error:
-        raise AEPError(
-            f"could not {what}: {type(error).__name__}: {error}. AEP may or may not have done it."
-        ) from None
-    except tenacity.RetryError as exhausted:
-        last = exhausted.last_attempt
-        if last.failed:
-            error = last.exception()
-            problem = f"{type(error).__name__}: {error}"
-        else:
-            response = last.result()
-            problem = f"HTTP {response.status_code}: {_excerpt(response)}"
-        raise AEPError(
-            f"could not {what} after {policy.max_attempts} attempts ({problem})."
-        ) from None
-
-
-class IMSToken:
-    """An IMS access token for OAuth server-to-server credentials, renewed before it expires."""
-
-    def __init__(
-        self,
-        *,
-        ims_url: str,
-        client_id: str,
-        client_secret: str,
-        scopes: str,
-        session: requests.Session,
-        timeout: tuple[float, float],
-        retry: RetryPolicy,
-        renew_before_seconds: float = 300.0,
-    ) -> None:
-        self._url = ims_url.rstrip("/") + "/ims/token/v3"
-        self._form = {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "scope": scopes,
-        }
-        self._session = session
-        self._timeout = timeout
-        self._retry = retry
-        self._renew_before_seconds = renew_before_seconds
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
-
-    def get(self) -> str:
-        with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
-                self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._token = None
-
-    def _fetch(self) -> None:
-        # Credentials go in the form body: query strings end up in logs. Asking for a token has
-        # no side effect, so every transient failure may be retried.
-        response = _send_with_retries(
-            lambda: self._session.post(self._url, data=self._form, timeout=self._timeout),
-            what=f"get an access token from Adobe IMS at {self._url}",
-            policy=self._retry,
-        )
-        if response.status_code != 200:
-            raise AEPError(
-                f"Adobe IMS refused the token request (HTTP {response.status_code}: "
-                f"{_excerpt(response)}): check AEP_CLIENT_ID, AEP_CLIENT_SECRET and AEP_SCOPES "
-                "against the OAuth server-to-server credential in the Adobe Developer Console."
-            )
-        body = response.json()
-        lifetime = float(body.get("expires_in", 0))
-        self._token = body["access_token"]
-        if lifetime > self._renew_before_seconds:
-            self._expires_at = time.monotonic() + lifetime - self._renew_before_seconds
-        else:
-            # A very short-lived token: use it for half its life rather than not at all.
-            self._expires_at = time.monotonic() + lifetime / 2
-
-
-class AEPClient:
-    def __init__(
-        self,
-        *,
-        ims_url: str,
-        platform_url: str,
-        client_id: str,
-        client_secret: str,
-        org_id: str,
-        sandbox_name: str,
-        scopes: str = DEFAULT_SCOPES,
-        connect_timeout_seconds: float = 10.0,
-        read_timeout_seconds: float = 300.0,
-        max_attempts: int = 5,
-        retry_base_seconds: float = 1.0,
-        max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS,
-        session: requests.Session | None = None,
-    ) -> None:
-        self._session = session or requests.Session()
-        if self._session.verify is False:
-            raise ValueError(
-                "TLS certificate verification cannot be turned off for AEP: the token and the "
-                "data travel over it. Point REQUESTS_CA_BUNDLE at your proxy's CA instead."
-            )
-        self._timeout = (connect_timeout_seconds, read_timeout_seconds)
-        self._platform_url = platform_url.rstrip("/")
-        self._client_id = client_id
-        self._org_id = org_id
-        self._sandbox_name = sandbox_name
-        self._retry = RetryPolicy(
-            max_attempts=max_attempts,
-            base_seconds=retry_base_seconds,
-            max_retry_after_seconds=max_retry_after_seconds,
-        )
-        self._token = IMSToken(
-            ims_url=ims_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            scopes=scopes,
-            session=self._session,
-            timeout=self._timeout,
-            retry=self._retry,
-        )
+class AEPClient(PlatformTransport):
+    """The AEP APIs the pipeline uses, one method per call."""
 
     # Batch Ingestion API -------------------------------------------------------------------
 
@@ -216,6 +53,7 @@ class AEPClient:
         tags: Mapping[str, list[str]],
         partial_ingestion_percent: float,
     ) -> str:
+        """Create a batch (replacing ``predecessors`` when given); its id."""
         body: dict[str, Any] = {
             "datasetId": dataset_id,
             "inputFormat": {"format": "json", "isMultiLineJson": False},
@@ -242,7 +80,7 @@ class AEPClient:
     def upload_file(self, batch_id: str, dataset_id: str, name: str, path: Path) -> None:
         """PUT one file into the batch; idempotent, so every failure may be retried."""
         url = (
-            f"/data/foundation/import/batches/{_segment(batch_id)}/datasets/{_segment(dataset_id)}"
+            f"/data/foundation/import/batches/{segment(batch_id)}/datasets/{segment(dataset_id)}"
             f"/files/{quote(name, safe='/')}"
         )
         self._call(
@@ -257,15 +95,16 @@ class AEPClient:
         """Signal the upload is done; AEP documents retrying COMPLETE as safe."""
         self._call(
             "POST",
-            f"/data/foundation/import/batches/{_segment(batch_id)}",
+            f"/data/foundation/import/batches/{segment(batch_id)}",
             params={"action": "COMPLETE"},
             what=f"complete batch {batch_id}",
         )
 
     def abort_batch(self, batch_id: str) -> None:
+        """Abort a batch still loading."""
         self._call(
             "POST",
-            f"/data/foundation/import/batches/{_segment(batch_id)}",
+            f"/data/foundation/import/batches/{segment(batch_id)}",
             params={"action": "ABORT"},
             what=f"abort batch {batch_id}",
         )
@@ -273,9 +112,10 @@ class AEPClient:
     # Catalog -------------------------------------------------------------------------------
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """The Catalog's view of one batch, with its ``id``."""
         response = self._call(
             "GET",
-            f"/data/foundation/catalog/batches/{_segment(batch_id)}",
+            f"/data/foundation/catalog/batches/{segment(batch_id)}",
             what=f"read batch {batch_id}",
         )
         body = response.json()
@@ -288,8 +128,10 @@ class AEPClient:
         tags: Mapping[str, str] | None = None,
         external_id: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """The dataset's batches with all these tags (``name: value``) or this ``externalId``,
-        newest first, read a Catalog page at a time."""
+        """The dataset's batches with all these tags or this ``externalId``, newest first.
+
+        ``tags`` are ``name: value``; the Catalog is read a page at a time.
+        """
         params = {"dataSet": dataset_id, "orderBy": "desc:created", "limit": str(CATALOG_PAGE)}
         if tags:
             params["tags"] = ",".join(f"{name}:{value}" for name, value in tags.items())
@@ -348,9 +190,10 @@ class AEPClient:
             time.sleep(interval)
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        """The Catalog's view of one dataset (name, schema, tags), with its ``id``."""
         response = self._call(
             "GET",
-            f"/data/foundation/catalog/dataSets/{_segment(dataset_id)}",
+            f"/data/foundation/catalog/dataSets/{segment(dataset_id)}",
             params={"properties": "name,schemaRef,tags"},
             what=f"read dataset {dataset_id}",
         )
@@ -386,6 +229,7 @@ class AEPClient:
             start += CATALOG_PAGE
 
     def create_dataset(self, name: str, schema_id: str, description: str) -> str:
+        """Create a dataset on the schema ``schema_id``; its id."""
         response = self._call(
             "POST",
             "/data/foundation/catalog/dataSets",
@@ -417,7 +261,7 @@ class AEPClient:
         self, batch_id: str, endpoint: str, folder: str | None, limit: int
     ) -> list[dict[str, Any]]:
         """Rows of the Data Access files listed at ``endpoint`` (``?path=folder`` when given)."""
-        path = f"/data/foundation/export/batches/{_segment(batch_id)}/{endpoint}"
+        path = f"/data/foundation/export/batches/{segment(batch_id)}/{endpoint}"
         what = f"list the {folder or endpoint} files of batch {batch_id}"
         listing = self._call(
             "GET", path, params={"path": folder} if folder else None, what=what
@@ -462,6 +306,7 @@ class AEPClient:
         return [item for item in response.json().get("results", []) if item.get("title") == title]
 
     def create_tenant_resource(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a tenant ``fieldgroups`` or ``schemas`` resource; AEP's answer."""
         response = self._call(
             "POST",
             f"/data/foundation/schemaregistry/tenant/{kind}",
@@ -475,7 +320,7 @@ class AEPClient:
         """A tenant schema by ``$id``; by default fully resolved, in AEP notation."""
         response = self._call(
             "GET",
-            f"/data/foundation/schemaregistry/tenant/schemas/{_segment(schema_id)}",
+            f"/data/foundation/schemaregistry/tenant/schemas/{segment(schema_id)}",
             headers={"Accept": accept},
             what=f"read schema {schema_id}",
         )
@@ -507,6 +352,7 @@ class AEPClient:
             params = {**params, "start": str(following)}
 
     def create_descriptor(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Schema Registry descriptor; AEP's answer."""
         response = self._call(
             "POST",
             "/data/foundation/schemaregistry/tenant/descriptors",
@@ -519,11 +365,13 @@ class AEPClient:
     # Identity Service ----------------------------------------------------------------------
 
     def identity_namespaces(self) -> list[dict[str, Any]]:
+        """The organisation's identity namespaces."""
         return self._call(
             "GET", "/data/core/idnamespace/identities", what="list the identity namespaces"
         ).json()
 
     def create_identity_namespace(self, *, code: str, name: str, description: str) -> None:
+        """Create a cross-device identity namespace."""
         self._call(
             "POST",
             "/data/core/idnamespace/identities",
@@ -532,99 +380,12 @@ class AEPClient:
             what=f"create identity namespace {code}",
         )
 
-    # Transport -----------------------------------------------------------------------------
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        body_path: Path | None = None,
-        creates: bool = False,
-        stream: bool = False,
-    ) -> requests.Response:
-        """One platform call; a 401 renews the token once; any other 4xx raises AEPRefusal."""
-        url = self._platform_url + path
-
-        def send() -> requests.Response:
-            request_headers = {**self._headers(), **(headers or {})}
-            if body_path is not None:
-                with body_path.open("rb") as body:
-                    return self._session.request(
-                        method, url, data=body, headers=request_headers, timeout=self._timeout
-                    )
-            return self._session.request(
-                method,
-                url,
-                json=json,
-                params=params,
-                headers=request_headers,
-                timeout=self._timeout,
-                stream=stream,
-            )
-
-        def attempt() -> requests.Response:
-            return _send_with_retries(
-                send,
-                what=what,
-                policy=self._retry,
-                retry_statuses=_NOTHING_CREATED if creates else _RETRY_STATUSES,
-                retry_broken_connections=not creates,
-            )
-
-        response = attempt()
-        if response.status_code == 401:
-            self._token.invalidate()
-            response = attempt()
-        if response.status_code < 400:
-            return response
-        problem = f"HTTP {response.status_code}: {_excerpt(response)}"
-        if response.status_code < 500:
-            raise AEPRefusal(
-                f"AEP refused to {what} ({problem}).{_advice(response)}", response.status_code
-            )
-        raise AEPError(f"AEP failed to {what} ({problem}); it may or may not have done it.")
-
-    def _headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self._token.get()}",
-            "x-api-key": self._client_id,
-            "x-gw-ims-org-id": self._org_id,
-            "x-sandbox-name": self._sandbox_name,
-        }
-
 
 def _name_filter(name: str) -> str:
     """A Catalog ``name`` filter that matches ``name`` and perhaps a few more (the caller keeps
     the exact matches): in the filter ``,`` separates alternatives, a leading ``!`` negates and
     ``*`` is a wildcard, so each run of those characters becomes one ``*``."""
     return re.sub(r"[,*]+", "*", "*" + name[1:] if name.startswith("!") else name)
-
-
-def _segment(value: str) -> str:
-    """An id as one path segment: ``/``, ``?``, ``#`` and ``%`` cannot change the URL's meaning."""
-    return quote(value, safe="")
-
-
-def _advice(response: requests.Response) -> str:
-    if response.status_code == 401:
-        return " The access token was refused twice: check AEP_CLIENT_ID and AEP_SCOPES."
-    if response.status_code == 403:
-        return (
-            " Check AEP_ORG_ID and AEP_SANDBOX_NAME, and that the credential's product profile "
-            "may write to this AEP sandbox and dataset."
-        )
-    if response.status_code == 404:
-        return " Check AEP_PLATFORM_URL and AEP_DATASET_ID."
-    return ""
-
-
-def _excerpt(response: requests.Response) -> str:
-    return response.text[:500].strip() or response.reason
 
 
 def _json_or_text(line: bytes) -> dict[str, Any]:

@@ -20,13 +20,8 @@ from typing import Any
 import orjson
 from isal import igzip
 
-from mixpanel_assets.aep.client import (
-    SUCCEEDED,
-    AEPClient,
-    AEPError,
-    AEPRefusal,
-    BatchTimeoutError,
-)
+from mixpanel_assets.aep.client import SUCCEEDED, AEPClient
+from mixpanel_assets.aep.errors import AEPError, AEPRefusal, BatchTimeoutError
 
 logger = logging.getLogger(__name__)
 

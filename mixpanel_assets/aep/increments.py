@@ -33,7 +33,7 @@ from dagster import (
 )
 from isal import igzip
 
-from mixpanel_assets.aep.client import AEPClient, AEPError
+from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.day_batch import (
     DayBatchRequest,
     DayBatchResult,
@@ -41,6 +41,7 @@ from mixpanel_assets.aep.day_batch import (
     describe_failure,
     load_day,
 )
+from mixpanel_assets.aep.errors import AEPError
 from mixpanel_assets.aep.replay import settle_day
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.intraday.ledger import DayLedger, LedgerState

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from mixpanel_assets.aep.client import AEPError
+from mixpanel_assets.aep.errors import AEPError
 from mixpanel_assets.aep.provisioning import (
     DATASET_NAME,
     SCHEMA_TITLE,

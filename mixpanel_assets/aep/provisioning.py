@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mixpanel_assets.aep.client import XED, AEPClient, AEPError
+from mixpanel_assets.aep.client import XED, AEPClient
+from mixpanel_assets.aep.errors import AEPError
 from mixpanel_assets.xdm.schema import CLASS_ID, FIELD_GROUP_IDS, tenant_field_group
 from mixpanel_assets.xdm.spec import IdentityNamespaces, MappingRules
 

@@ -23,15 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mixpanel_assets.aep.client import (
-    FAILED,
-    REPLACED,
-    STALLED,
-    SUCCEEDED,
-    AEPClient,
-    AEPError,
-    AEPRefusal,
-)
+from mixpanel_assets.aep.client import FAILED, REPLACED, STALLED, SUCCEEDED, AEPClient
+from mixpanel_assets.aep.errors import AEPError, AEPRefusal
 
 logger = logging.getLogger(__name__)
 

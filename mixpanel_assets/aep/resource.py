@@ -7,8 +7,9 @@ import os
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from mixpanel_assets.aep.client import DEFAULT_SCOPES, AEPClient
+from mixpanel_assets.aep.client import AEPClient
 from mixpanel_assets.aep.day_batch import MAX_SMALL_FILE_BYTES
+from mixpanel_assets.aep.transport import DEFAULT_SCOPES
 from mixpanel_assets.redaction import require_https
 from mixpanel_assets.settings import (
     ConfigError,

@@ -25,7 +25,8 @@ import orjson
 from isal import igzip
 from jsonschema import Draft6Validator
 
-from mixpanel_assets.aep.client import XED_FULL, AEPClient, AEPError
+from mixpanel_assets.aep.client import XED_FULL, AEPClient
+from mixpanel_assets.aep.errors import AEPError
 
 PROBLEMS_SHOWN = 10
 _COMPOSITION = ("allOf", "anyOf", "oneOf")
