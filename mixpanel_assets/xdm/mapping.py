@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mixpanel_assets.mixpanel.event_time import epoch_seconds, event_time_utc
 from mixpanel_assets.xdm.conversions import CONVERSIONS, as_string
-from mixpanel_assets.xdm.property_writers import PropertyWriters, Target
+from mixpanel_assets.xdm.generated_code import Target
+from mixpanel_assets.xdm.property_writers import PropertyWriters
 from mixpanel_assets.xdm.schema import (
     CustomField,
     FieldPaths,

@@ -1,18 +1,6 @@
-"""Adobe's official XDM schemas, converted to the AEP notation a batch carries, as a validator.
+"""Adobe's official XDM schemas, converted to the AEP notation a batch carries, as validators.
 
-The shipped files (``schemas/components``, CC BY 4.0, see ``schemas/README.md``) are in XDM source
-notation: ``xdm:timestamp``, ``@id``, ``schema:latitude``. A record sent to AEP uses ``timestamp``,
-``_id`` and ``_schema.latitude``. Rather than translate every record back, we translate the schemas
-once, following the rules of Adobe's own converter: drop the ``xdm:`` prefix, ``@id`` becomes
-``_id``, any other ``prefix:name`` becomes ``name`` inside an object ``_prefix``, and the JSON-LD
-``@context`` constraint (which only admits prefixed keys) is removed.
-
-The tenant field group (``_<tenant>``) is this project's own; its schema ships beside the official
-ones and is mounted under the configured tenant id, together with any typed custom fields a
-mapping spec adds under ``_tenant``.
-
-``field_schemas`` answers, when a mapping spec loads, what (if anything) the schema says about a
-path, so that a typo in a mapping file fails at once instead of sending data nowhere.
+Design notes (the notation, the tenant field group, the fast checks): docs/mapping.md.
 """
 
 from __future__ import annotations
@@ -21,7 +9,6 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
@@ -30,6 +17,10 @@ import fastjsonschema
 from jsonschema import Draft6Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT6
+
+from mixpanel_assets.xdm.generated_code import written_check
+from mixpanel_assets.xdm.record_walks import Shape, has_empty_value, shape_of, within
+from mixpanel_assets.xdm.schema_cut import ANNOTATIONS, cut_schema
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # not re-exported by referencing
@@ -58,8 +49,6 @@ TENANT_PLACEHOLDER = "tenant"
 CustomField = tuple[tuple[str, ...], str]
 # Paths of fields (``("device", "screenHeight")``) a record may hold: the fields a mapping writes.
 FieldPaths = frozenset[tuple[str, ...]]
-# Those paths as nested names; None below a name: the field is checked with its whole schema.
-_Shape = dict[str, "_Shape | None"]
 # Keywords that constrain a value beyond its JSON type.
 _VALUE_CONSTRAINTS = frozenset(
     {
@@ -82,6 +71,7 @@ _format_checker = FormatChecker(formats=())
 
 @_format_checker.checks("date-time")
 def is_rfc3339(value: object) -> bool:
+    """Whether ``value`` (if a string) is an RFC 3339 date-time, as AEP requires."""
     if not isinstance(value, str):
         return True
     if not _RFC3339.match(value):
@@ -174,8 +164,11 @@ def _official_registry() -> Registry:
 def tenant_field_group(
     tenant_id: str, custom_fields: tuple[CustomField, ...] = ()
 ) -> dict[str, Any]:
-    """This project's field group, in AEP notation: the ``_<tenant>.mixpanel`` object plus the
-    typed custom fields a mapping spec adds under ``_<tenant>`` (create the same in AEP)."""
+    """This project's field group in AEP notation: ``_<tenant>.mixpanel`` and custom fields.
+
+    The typed custom fields are those a mapping spec adds under ``_<tenant>`` (create the same in
+    AEP).
+    """
     if not _TENANT_ID.match(tenant_id):
         raise ValueError(
             f"AEP_TENANT_ID {tenant_id!r} is not a tenant id: use the id AEP shows for your "
@@ -260,8 +253,8 @@ def record_validator(
     """The schema's verdict on a record (True when valid), as fast as it can be had.
 
     A record whose fields all lie on ``paths`` (the fields a mapping writes) is checked by
-    Python code generated from the schema cut down to those paths (``_cut_schema``,
-    ``_CheckWriter``): a few microseconds instead of the tens the whole compiled schema takes,
+    Python code generated from the schema cut down to those paths (``schema_cut``,
+    ``generated_code``): a few microseconds instead of the tens the whole compiled schema takes,
     with the same verdict. Any other record is checked against the whole compiled schema.
     """
     valid_in_full = _verdict_of(_compiled_validator(tenant_id, custom_fields))
@@ -272,7 +265,7 @@ def record_validator(
     def valid(record: Any) -> bool:
         verdict = check(record)
         # None: a field off the paths. False may come before such a field is reached.
-        if verdict is None or (not verdict and not _within(record, shape)):
+        if verdict is None or (not verdict and not within(record, shape)):
             return valid_in_full(record)
         return verdict
 
@@ -283,11 +276,11 @@ def record_validator(
 def record_acceptor(
     tenant_id: str, custom_fields: tuple[CustomField, ...], paths: FieldPaths
 ) -> Callable[[Any], bool]:
-    """In one pass, True for a record on ``paths`` that holds no null or empty value and that
-    the schema accepts (its defaults written, as ``record_validator`` writes them).
+    """True, in one pass, for a record on ``paths`` with no empty value that the schema accepts.
 
-    False is no verdict: the record may still be good, and the caller looks closer with
-    ``empty_value_paths`` and ``record_validator``. Most records of a mapped day take one pass.
+    The record's defaults are written, as ``record_validator`` writes them. False is no verdict:
+    the record may still be good, and the caller looks closer with ``empty_value_paths`` and
+    ``record_validator``. Most records of a mapped day take one pass.
     """
     check, _ = _generated_check(tenant_id, custom_fields, paths, reject_empty_values=True)
     return lambda record: check(record) is True
@@ -299,311 +292,44 @@ def _generated_check(
     paths: FieldPaths,
     *,
     reject_empty_values: bool = False,
-) -> tuple[Callable[[Any], bool | None], _Shape]:
+) -> tuple[Callable[[Any], bool | None], Shape]:
     """The check written for ``paths``, and their shape with the fields defaults add."""
-    shape = _shape(paths)
+    cut, shape = cut_record_schema_and_shape(tenant_id, custom_fields, paths)
+    return written_check(cut, shape, _FORMATS, reject_empty_values=reject_empty_values), shape
+
+
+def cut_record_schema_and_shape(
+    tenant_id: str, custom_fields: tuple[CustomField, ...], paths: FieldPaths
+) -> tuple[dict[str, Any], Shape]:
+    """The record schema cut down to ``paths``, and their shape with the fields defaults add."""
+    shape = shape_of(paths)
     schema = experience_event_schema(tenant_id, custom_fields)
-    cut = _cut_schema(schema, _official_registry().resolver(), shape)  # adds to ``shape``
-    return _CheckWriter(reject_empty_values=reject_empty_values).function(cut, shape), shape
+    return cut_schema(schema, _official_registry().resolver(), shape), shape
 
 
 def cut_record_schema(
     tenant_id: str, custom_fields: tuple[CustomField, ...], paths: FieldPaths
 ) -> dict[str, Any]:
-    """The record schema with its references inlined, cut down to ``paths`` (``_cut_schema``):
-    what ``validity.prove`` walks."""
-    schema = experience_event_schema(tenant_id, custom_fields)
-    return _cut_schema(schema, _official_registry().resolver(), _shape(paths))
+    """The record schema with its references inlined, cut down to ``paths``.
+
+    What ``validity.prove`` walks (``schema_cut.cut_schema``).
+    """
+    return cut_record_schema_and_shape(tenant_id, custom_fields, paths)[0]
 
 
 def node_check(node: dict[str, Any]) -> Callable[[Any], bool]:
     """The verdict of one schema node (no references) on a value, as fastjsonschema gives it."""
     # Without a shape the written check answers True or False, never None.
-    return cast(Callable[[Any], bool], _CheckWriter().function(node, None))
-
-
-def _shape(paths: FieldPaths) -> _Shape:
-    shape: _Shape = {}
-    for path in sorted(paths, key=len):
-        node = shape
-        for name in path[:-1]:
-            child = node.setdefault(name, {})
-            if child is None:  # a shorter path already takes this whole subtree
-                break
-            node = child
-        else:
-            node[path[-1]] = None
-    return shape
-
-
-def _within(record: Any, shape: _Shape) -> bool:
-    """Whether every field of ``record``, at every depth ``shape`` describes, is on ``shape``."""
-    if not isinstance(record, dict):
-        return False
-    pending = [(record, shape)]
-    while pending:
-        node, node_shape = pending.pop()
-        for name, child in node.items():
-            if name not in node_shape:
-                return False
-            child_shape = node_shape[name]
-            if child_shape is not None and isinstance(child, dict):
-                pending.append((child, child_shape))
-    return True
-
-
-def _cut_schema(
-    node: dict[str, Any], resolver: Resolver, shape: _Shape | None, refs: tuple[int, ...] = ()
-) -> dict[str, Any]:
-    """``node`` with its ``$ref``s inlined, its annotations dropped, its ``allOf``s merged
-    where they only add fields, and, where ``shape`` says so, only the ``properties`` it names.
-
-    Why the verdict is the same on a record whose fields all lie on ``shape``: a dropped
-    ``properties`` entry only ever constrains a field the record lacks; ``required``,
-    ``additionalProperties`` and every other keyword stay; a ``$ref`` overrides its siblings in
-    draft 6 (as in both validators), so it becomes the node it points to; and the conjunction
-    of ``allOf`` parts that hold only ``type``, ``properties`` and ``required`` is one node with
-    the same type, the properties of both (a field in both: ``allOf`` of its two schemas) and
-    every required name. A shape of None keeps the whole subtree.
-
-    Both validators write a missing field's ``default`` (the schema's, on the field's own node)
-    into the record, so such a field is kept with its default, and added to ``shape``.
-    """
-    while "$ref" in node:
-        resolved = resolver.lookup(node["$ref"])
-        if id(resolved.contents) in refs:
-            raise ValueError(f"the schema recurses through {node['$ref']}: it cannot be inlined")
-        node, resolver = resolved.contents, resolved.resolver
-        refs = (*refs, id(node))
-    cut: dict[str, Any] = {}
-    parts: list[dict[str, Any]] = []
-    for key, value in node.items():
-        if key in _ANNOTATIONS:
-            continue
-        if key == "properties":
-            cut[key] = {}
-            for name, child in value.items():
-                if shape is not None and name not in shape:
-                    if "default" not in child:
-                        continue
-                    shape[name] = None  # the validators write the default into the record
-                child_shape = None if shape is None else shape[name]
-                cut[key][name] = _cut_schema(child, resolver, child_shape, refs)
-                if "default" in child:
-                    cut[key][name]["default"] = child["default"]
-        elif key == "allOf":
-            parts = [_cut_schema(part, resolver, shape, refs) for part in value]
-        elif isinstance(value, dict) and key in _SUBSCHEMA:
-            cut[key] = _cut_schema(value, resolver, None, refs)
-        elif isinstance(value, list) and key in _SUBSCHEMAS:
-            cut[key] = [_cut_schema(part, resolver, None, refs) for part in value]
-        elif key in _SUBSCHEMA_MAPS:
-            cut[key] = {
-                name: _cut_schema(child, resolver, None, refs) if isinstance(child, dict) else child
-                for name, child in value.items()
-            }
-        else:
-            cut[key] = value
-    return _conjunction(cut, parts)
-
-
-_ANNOTATIONS = frozenset(
-    {"title", "description", "$id", "$schema", "definitions", "examples", "default"}
-)
-_MERGEABLE = frozenset({"type", "properties", "required"})
-# Draft-6 keywords holding a schema, a list of schemas or a map of them: inlined whole.
-_SUBSCHEMA = frozenset(
-    {"items", "additionalItems", "additionalProperties", "contains", "propertyNames", "not"}
-)
-_SUBSCHEMAS = frozenset({"items", "anyOf", "oneOf"})
-_SUBSCHEMA_MAPS = frozenset({"patternProperties", "dependencies"})
-
-
-def _conjunction(node: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """``node`` and every one of ``parts``, as ``allOf`` does, with fewer nodes to visit.
-
-    A part of only ``type``, ``properties`` and ``required`` is merged into ``node`` when their
-    types agree, ``node`` has no ``additionalProperties`` or ``patternProperties`` (which
-    depend on what ``properties`` lists) and no field of both has a default; the other parts
-    stay in ``allOf``.
-    """
-    remaining = []
-    for part in parts:
-        shared = node.get("properties", {}).keys() & part.get("properties", {}).keys()
-        mergeable = (
-            part.keys() <= _MERGEABLE
-            and not any(
-                "default" in node["properties"][name] or "default" in part["properties"][name]
-                for name in shared
-            )
-            and "additionalProperties" not in node
-            and "patternProperties" not in node
-            and ("type" not in part or "type" not in node or part["type"] == node["type"])
-        )
-        if not mergeable:
-            remaining.append(part)
-            continue
-        if "type" in part:
-            node["type"] = part["type"]
-        properties = node.setdefault("properties", {})
-        for name, child in part.get("properties", {}).items():
-            properties[name] = (
-                _conjunction({}, [properties[name], child]) if name in properties else child
-            )
-        if "required" in part:
-            node["required"] = sorted({*node.get("required", ()), *part["required"]})
-    if remaining:
-        node["allOf"] = remaining
-    if node.get("properties") == {}:
-        del node["properties"]
-    return node
-
-
-# fastjsonschema's draft-6 type tests, for a leaf whose schema is a single type and nothing else.
-_TYPE_TESTS = {
-    "string": "isinstance({0}, str)",
-    "boolean": "isinstance({0}, bool)",
-    "object": "isinstance({0}, dict)",
-    "array": "isinstance({0}, (list, tuple))",
-    "null": "{0} is None",
-    "number": "isinstance({0}, (int, float, Decimal)) and not isinstance({0}, bool)",
-    "integer": (
-        "(isinstance({0}, int) or (isinstance({0}, float) and {0}.is_integer())) "
-        "and not isinstance({0}, bool)"
-    ),
-}
-# Keywords the writer turns into inline tests; a node with any other is handed to fastjsonschema.
-_INLINE_KEYWORDS = frozenset(
-    {"type", "properties", "required", "additionalProperties", "items", "format", "enum"}
-    | {"pattern", "default"}  # a field's default is its parent's to write
-)
-_OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties"})
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
-_MISSING = object()
-
-
-class _CheckWriter:
-    """Writes, from a cut schema and its shape, one Python function of a record that returns
-    True (valid), False (invalid) or None (a field off the shape: the cut schema cannot judge).
-
-    Nodes of a single type whose other keywords are among ``_INLINE_KEYWORDS`` become inline
-    tests with fastjsonschema's own semantics (its draft-6 type tests; ``format``, ``enum`` and
-    ``pattern`` only on strings; ``additionalProperties`` a schema or false; ``items`` one
-    schema; a missing field's ``default`` written into the record); any other node is checked by
-    fastjsonschema, compiled for it alone, once its fields are found on the shape. Where the
-    shape goes, an object's fields must all be on it, or the answer is None. With
-    ``reject_empty_values``, a null or empty value anywhere in the record also answers False.
-    """
-
-    def __init__(self, *, reject_empty_values: bool = False) -> None:
-        self._reject_empty_values = reject_empty_values
-        self._lines = ["def check(record):"]
-        self._names: dict[str, Any] = {
-            "MISSING": _MISSING,
-            "Invalid": fastjsonschema.JsonSchemaValueException,
-            "Decimal": Decimal,
-            "within": _within,
-            "has_empty_value": _has_empty_value,
-        }
-
-    def function(
-        self, schema: dict[str, Any], shape: _Shape | None
-    ) -> Callable[[Any], bool | None]:
-        self._node(schema, shape, "record", 1)
-        self._lines.append("    return True")
-        exec("\n".join(self._lines), self._names)  # source built here from the schema alone
-        return self._names["check"]
-
-    def _name(self, value: Any) -> str:
-        name = f"c{len(self._names)}"
-        self._names[name] = value
-        return name
-
-    def _add(self, depth: int, line: str) -> None:
-        self._lines.append("    " * depth + line)
-
-    def _node(self, schema: dict[str, Any], shape: _Shape | None, var: str, depth: int) -> None:
-        kind = schema.get("type")
-        if not (
-            schema.keys() <= _INLINE_KEYWORDS
-            and _TYPE_TESTS.get(str(kind))
-            and (shape is None or kind == "object")
-            and ("format" not in schema or schema["format"] in _FORMATS)
-            and ({"format", "enum", "pattern"}.isdisjoint(schema) or kind == "string")
-            and (_OBJECT_KEYWORDS.isdisjoint(schema) or kind == "object")
-            and ("items" not in schema or kind == "array")
-            and all(isinstance(value, str) for value in schema.get("enum", ()))
-            and schema.get("additionalProperties", False) is not True
-            and isinstance(schema.get("items", {}), dict)
-        ):
-            self._handed_over(schema, shape, var, depth)
-            return
-        self._add(depth, f"if not ({_TYPE_TESTS[kind].format(var)}): return False")
-        if self._reject_empty_values and kind in ("string", "object", "array"):
-            self._add(depth, f"if not {var}: return False")
-        if "format" in schema:
-            test = self._name(_FORMATS[schema["format"]])
-            self._add(depth, f"if not {test}({var}): return False")
-        if "enum" in schema:
-            self._add(
-                depth, f"if {var} not in {self._name(frozenset(schema['enum']))}: return False"
-            )
-        if "pattern" in schema:  # as fastjsonschema reads it: searched, any ``$`` the very end
-            pattern = re.compile(_UNESCAPED_DOLLAR.sub(r"\\Z", schema["pattern"]))
-            self._add(depth, f"if not {self._name(pattern.search)}({var}): return False")
-        if shape is not None:
-            self._add(depth, f"if not {var}.keys() <= {self._name(frozenset(shape))}: return None")
-        for name in schema.get("required", ()):
-            self._add(depth, f"if {name!r} not in {var}: return False")
-        properties = schema.get("properties", {})
-        for name, child in properties.items():
-            child_var = f"v{len(self._lines)}"
-            self._add(depth, f"{child_var} = {var}.get({name!r}, MISSING)")
-            self._add(depth, f"if {child_var} is not MISSING:")
-            self._node(child, None if shape is None else shape[name], child_var, depth + 1)
-            if "default" in child:  # as fastjsonschema does, a fresh value each time
-                self._add(depth, f"else: {var}[{name!r}] = {child['default']!r}")
-        open_object = kind == "object" and "additionalProperties" not in schema
-        if self._reject_empty_values and open_object and shape is None:  # names off the schema
-            key, value = f"k{len(self._lines)}", f"v{len(self._lines)}"
-            self._add(depth, f"for {key}, {value} in {var}.items():")
-            self._add(
-                depth + 1,
-                f"if {key} not in {self._name(frozenset(properties))} "
-                f"and has_empty_value({value}): return False",
-            )
-        if "additionalProperties" in schema:
-            key, value = f"k{len(self._lines)}", f"v{len(self._lines)}"
-            self._add(depth, f"for {key}, {value} in {var}.items():")
-            self._add(depth + 1, f"if {key} in {self._name(frozenset(properties))}: continue")
-            extra = schema["additionalProperties"]
-            if extra is False:
-                self._add(depth + 1, "return False")
-            else:
-                self._node(extra, None, value, depth + 1)
-        if "items" in schema:
-            item = f"i{len(self._lines)}"
-            self._add(depth, f"for {item} in {var}:")
-            self._node(schema["items"], None, item, depth + 1)
-
-    def _handed_over(
-        self, schema: dict[str, Any], shape: _Shape | None, var: str, depth: int
-    ) -> None:
-        if shape is not None:
-            self._add(depth, f"if not within({var}, {self._name(shape)}): return None")
-        if self._reject_empty_values:
-            self._add(depth, f"if has_empty_value({var}): return False")
-        validate = self._name(fastjsonschema.compile(schema, formats=_FORMATS))
-        self._add(depth, "try:")
-        self._add(depth + 1, f"{validate}({var})")
-        self._add(depth, "except Invalid:")
-        self._add(depth + 1, "return False")
+    return cast(Callable[[Any], bool], written_check(node, None, _FORMATS))
 
 
 @cache
 def field_schemas(path: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
-    """The schema nodes that define the field at ``path`` (AEP notation, ``_tenant`` for the
-    tenant object) in the class, the field groups and the shipped tenant group; () if none."""
+    """The schema nodes that define the field at ``path`` (AEP notation); () if none.
+
+    ``_tenant`` stands for the tenant object; the class, the field groups and the shipped tenant
+    group are searched.
+    """
     nodes = _root_nodes()
     for name in path:
         found = []
@@ -617,8 +343,10 @@ def field_schemas(path: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
 
 @cache
 def value_checker(path: tuple[str, ...]) -> Callable[[Any], bool] | None:
-    """A test of the constraints (pattern, enum, format, bounds...) the schema puts on the value
-    at ``path`` beyond its type; None when the type is all there is to it."""
+    """A test of what the schema asks of the value at ``path`` beyond its type, or None.
+
+    The constraints are pattern, enum, format, bounds...; None when the type is all there is.
+    """
     nodes = field_schemas(path)
     if not any(_VALUE_CONSTRAINTS & node.keys() for node in nodes):
         return None
@@ -626,10 +354,10 @@ def value_checker(path: tuple[str, ...]) -> Callable[[Any], bool] | None:
         leaf = {
             key: value
             for key, value in nodes[0].items()
-            if key not in _ANNOTATIONS and not key.startswith("meta:")
+            if key not in ANNOTATIONS and not key.startswith("meta:")
         }
         # Without a shape the written check answers True or False, never None.
-        return cast(Callable[[Any], bool], _CheckWriter().function(leaf, None))
+        return cast(Callable[[Any], bool], written_check(leaf, None, _FORMATS))
     leaf_schema = {
         "allOf": [{key: value for key, value in node.items() if key != "$ref"} for node in nodes]
     }
@@ -673,27 +401,7 @@ def _expanded_nodes(
 
 def empty_value_paths(value: Any) -> list[str]:
     """Paths holding null or an empty string, list or object: AEP rejects them all."""
-    return _empty_value_paths(value, "") if _has_empty_value(value) else []
-
-
-def _has_empty_value(value: Any) -> bool:
-    """The quick yes/no behind ``empty_value_paths``, run on every record: a loop over parsed
-    JSON (plain dicts and lists, hence ``type`` rather than ``isinstance``)."""
-    pending = [value]
-    while pending:
-        current = pending.pop()
-        kind = type(current)
-        if kind is dict:
-            if not current:
-                return True
-            pending.extend(current.values())
-        elif kind is list:
-            if not current:
-                return True
-            pending.extend(current)
-        elif current is None or (kind is str and not current):
-            return True
-    return False
+    return _empty_value_paths(value, "") if has_empty_value(value) else []
 
 
 def _empty_value_paths(value: Any, path: str) -> list[str]:
