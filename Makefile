@@ -22,7 +22,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 PROJECTS_ARGS := $(if $(PROJECTS),--projects $(filter-out 1,$(PROJECTS)))
 
 demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml  ## the main job, offline, on the local sandbox
-	$(BIN)/python -m mixpanel_assets.demo $(PROJECTS_ARGS)
+	$(BIN)/python -m mixpanel_assets.sandbox.demo $(PROJECTS_ARGS)
 
 dev: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml  ## the local sandbox plus the Dagster UI
 	$(BIN)/python -m mixpanel_assets.sandbox --dagster-dev $(PROJECTS_ARGS)

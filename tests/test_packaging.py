@@ -11,8 +11,6 @@ from mixpanel_assets.sandbox.local_sandbox import LocalSandbox
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mixpanel_assets"
 SANDBOX_ONLY = ("mixpanel_assets.sandbox", "pandas", "pyarrow")
-# Modules that exist to drive the local sandbox (make demo); everything else is the pipeline.
-SANDBOX_DRIVERS = {"demo.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -27,9 +25,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_no_pipeline_module_imports_the_sandbox_or_its_dependencies() -> None:
     pipeline_modules = [
-        path
-        for path in PACKAGE.rglob("*.py")
-        if "sandbox" not in path.relative_to(PACKAGE).parts and path.name not in SANDBOX_DRIVERS
+        path for path in PACKAGE.rglob("*.py") if "sandbox" not in path.relative_to(PACKAGE).parts
     ]
     assert len(pipeline_modules) > 20
     offending = {

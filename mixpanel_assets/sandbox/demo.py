@@ -1,13 +1,7 @@
 """``make demo``: the daily job for the last few closed days, offline, on the local sandbox.
 
-Starts the emulators, provisions the AEP schema and dataset through the platform APIs (as
-``python -m mixpanel_assets.aep.provision`` does against real AEP; a second run finds them),
-points the contract's variables at them, runs ``daily_ingestion_job`` for each day in the
-Dagster instance of ``DAGSTER_HOME`` and prints what travelled where. Run it twice: the second
-run replays each day's batch, and the platform still holds every event once.
-
-``--projects`` (``make demo PROJECTS=1``) does the same for every project of the example projects
-file (or of the file given), each with its own Mixpanel emulator, all into one AEP dataset.
+Run it twice: the second run replays each day's batch, and the platform still holds every event
+once. Design notes: docs/local-sandbox.md.
 """
 
 from __future__ import annotations
@@ -36,7 +30,8 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m mixpanel_assets.demo")
+    """Run the demo; its exit status."""
+    parser = argparse.ArgumentParser(prog="python -m mixpanel_assets.sandbox.demo")
     parser.add_argument(
         "--projects",
         nargs="?",
