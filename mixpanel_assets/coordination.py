@@ -1,15 +1,9 @@
 """Locks and small shared state for runs that may be on different machines.
 
-Runs of one project must share Mixpanel's rate budget, take turns on a day's AEP batch and share
-a backfill block's export. On one machine a folder of lock files does that (the default, under
-``$DAGSTER_HOME``); once runs go to separate containers or pods, MIXPANEL_ASSETS_COORDINATION_URL
-points every run at one PostgreSQL database (the Dagster instance's own will do) and the same
-locks become advisory locks there. Both kinds release a lock when its holder dies.
-
-A PostgreSQL lock may be held for hours while AEP processes a batch: its connection sends TCP
-keepalives and a heartbeat query, so neither a NAT, a proxy nor the server's idle timeouts drop
-it. A connection lost anyway is reconnected and the lock taken again; the holder learns of the
-gap through ``HeldLock.verify`` and decides what it means (see ``aep_ingested_batches``).
+One machine: lock files under ``$DAGSTER_HOME``; several: advisory locks in the PostgreSQL
+database of MIXPANEL_ASSETS_COORDINATION_URL, kept through keepalives and a heartbeat and taken
+again after a reconnect (``HeldLock.verify`` reports the gap). Both release a lock when its holder
+dies. Design notes: docs/deploying.md ("Locks held through long AEP waits").
 """
 
 from __future__ import annotations
@@ -73,6 +67,7 @@ class HeldLock:
         return self._lost_at is not None
 
     def mark_lost(self) -> None:
+        """Note that the lock was lost (the first time only)."""
         if self._lost_at is None:
             self._lost_at = time.time()
 
@@ -88,6 +83,8 @@ class HeldLock:
 
 
 class Coordinator(Protocol):
+    """Locks and shared state by name, on one machine or across many."""
+
     def lock(self, name: str) -> AbstractContextManager[HeldLock]:
         """Hold the lock ``name`` for the block; other holders of the name wait."""
         ...
@@ -110,11 +107,13 @@ class LocalCoordinator:
     @contextmanager
     def lock(self, name: str) -> Iterator[HeldLock]:
         # An flock lives as long as its holder's process: it is never lost while held.
+        """Hold the lock ``name`` for the block; other holders of the name wait."""
         with exclusive_lock(self._folder / f"{_file_name(name)}.lock"):
             yield HeldLock(name)
 
     @contextmanager
     def update_state(self, name: str) -> Iterator[SharedState]:
+        """Read the state ``name`` under its lock; what the block leaves in it is saved."""
         path = self._folder / f"{_file_name(name)}.json"
         with self.lock(name):
             state = SharedState(_read_state_file(path))
@@ -128,6 +127,7 @@ class LocalCoordinator:
 
     @contextmanager
     def try_update_state(self, name: str) -> Iterator[SharedState | None]:
+        """``update_state`` if its lock is free now, else ``None`` at once (never waits)."""
         lock_path = self._folder / f"{_file_name(name)}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as lock:
@@ -161,6 +161,7 @@ class PostgresCoordinator:
         # connection drops, so a killed run never leaves a day locked. A heartbeat keeps the
         # connection alive while the block waits (hours, for an AEP batch) and takes the lock
         # again if the connection dropped anyway.
+        """Hold the lock ``name`` for the block; other holders of the name wait."""
         session = _LockSession(self, name)
         session.acquire()
         try:
@@ -170,6 +171,7 @@ class PostgresCoordinator:
 
     @contextmanager
     def update_state(self, name: str) -> Iterator[SharedState]:
+        """Read the state ``name`` under its lock; what the block leaves in it is saved."""
         with self._connection() as connection, connection.cursor() as cursor:
             connection.autocommit = False
             self._ensure_table(cursor)
@@ -182,6 +184,7 @@ class PostgresCoordinator:
 
     @contextmanager
     def try_update_state(self, name: str) -> Iterator[SharedState | None]:
+        """``update_state`` if its lock is free now, else ``None`` at once (never waits)."""
         with self._connection() as connection, connection.cursor() as cursor:
             connection.autocommit = False
             # The table's creation lock too is only tried: a first update elsewhere holds it.
@@ -240,10 +243,12 @@ class PostgresCoordinator:
 
     @property
     def heartbeat_seconds(self) -> float:
+        """Seconds between the heartbeat queries of a held lock's connection."""
         return self._heartbeat_seconds
 
     @property
     def url(self) -> str:
+        """The PostgreSQL URL (with its password: never log it)."""
         return self._url
 
 
@@ -263,8 +268,10 @@ class _LockSession:
         )
 
     def acquire(self) -> None:
-        """Wait for the lock (behind a run that may hold it for hours); a connection dropped
-        while waiting is made again, a few times in a row at most."""
+        """Wait for the lock, behind a run that may hold it for hours.
+
+        A connection dropped while waiting is made again, a few times in a row at most.
+        """
         import psycopg2
 
         for attempt in range(1, _WAIT_RECONNECTS + 1):

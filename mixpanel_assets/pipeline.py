@@ -1,5 +1,7 @@
-"""The daily chain assembled: per project, the three assets, their checks, job, schedule and
-sensor; the AEP side, coordination and run queue shared."""
+"""The daily chain assembled per project: assets, checks, jobs, schedules and sensors.
+
+The AEP side, coordination and the run queue are shared by every project.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ class Automation:
 
     @classmethod
     def from_env(cls) -> Automation:
+        """The automation settings from their environment variables."""
         return cls(
             settle_minutes=settings.int_setting(
                 "MIXPANEL_ASSETS_SETTLE_MINUTES",
@@ -149,9 +152,11 @@ def build_definitions(
 
 
 def partitions_for(spec: ProjectSpec) -> DailyPartitionsDefinition:
-    """A project's daily partitions: Mixpanel's export days from its start date, the open day
-    included (``end_offset=1``: its runs are intraday loads). The one place that says in which
-    timezone a project's days are: UTC for ``utc`` projects, the project's for legacy ones."""
+    """A project's daily partitions: Mixpanel's export days from its start, the open day too.
+
+    ``end_offset=1``: the open day's runs are intraday loads. The one place that says in which
+    timezone a project's days are: UTC for ``utc`` projects, the project's for legacy ones.
+    """
     if spec.name is None:
         timezone = settings.partitions_timezone()
     else:
@@ -171,8 +176,11 @@ def closed_days_of(partitions: DailyPartitionsDefinition) -> DailyPartitionsDefi
 def project_resources(
     spec: ProjectSpec, mixpanel: MixpanelResource | None, mixpanel_settings: dict[str, Any]
 ) -> dict[str, ResourceDefinition | Any]:
-    """The project's own resources, under its keys: Mixpanel (its rate budget is per project id),
-    mapping and partition files (under ``<data dir>/<project>/``)."""
+    """The project's own resources, under its keys.
+
+    Mixpanel (its rate budget is per project id), the mapping and partition files (under
+    ``<data dir>/<project>/``).
+    """
     keys = spec.keys
     if mixpanel is None or spec.name is not None:
         mixpanel = MixpanelResource.for_project(spec, **mixpanel_settings)

@@ -32,6 +32,7 @@ class ProjectKeys:
     name: str | None = None
 
     def asset(self, asset: str) -> AssetKey:
+        """The key of ``asset`` for this project."""
         return AssetKey([self.name, asset] if self.name else [asset])
 
     def named(self, base: str) -> str:
@@ -44,6 +45,7 @@ class ProjectKeys:
 
     @property
     def prefix(self) -> list[str]:
+        """The prefix of this project's asset keys ([] for the flat names)."""
         return [self.name] if self.name else []
 
     @property
@@ -73,10 +75,12 @@ class ProjectSpec:
 
     @property
     def key_prefix(self) -> list[str]:
+        """The prefix of this project's asset keys ([] for the flat names)."""
         return [self.name] if self.name else []
 
     @property
     def keys(self) -> ProjectKeys:
+        """The names of this project's definitions."""
         return ProjectKeys(self.name)
 
     def variable(self, name: str) -> str:

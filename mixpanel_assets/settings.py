@@ -37,6 +37,7 @@ def require_non_empty(values: dict[str, str]) -> None:
 
 
 def required_value(name: str, what: str) -> str:
+    """The variable ``name``'s value; a ``ConfigError`` saying what to set when empty."""
     value = os.environ.get(name, "").strip()
     if not value:
         raise ConfigError(f"{name} is not set: set it to {what} (see .env.example).")
@@ -74,6 +75,7 @@ def partitions_timezone() -> str:
 
 
 def validate_event_time(value: str) -> str:
+    """``value`` if it is a ``MIXPANEL_EVENT_TIME`` regime, else a ``ConfigError``."""
     if value not in EVENT_TIME_REGIMES:
         raise ConfigError(
             f"MIXPANEL_EVENT_TIME={value!r} is not valid: use utc (projects created since 2023) "
@@ -83,6 +85,7 @@ def validate_event_time(value: str) -> str:
 
 
 def validate_timezone(name: str) -> str:
+    """``name`` if it is an IANA timezone, else a ``ConfigError``."""
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

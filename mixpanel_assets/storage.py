@@ -1,13 +1,8 @@
-"""Partition files under MIXPANEL_ASSETS_DATA_DIR (a local path or any fsspec URL), published
-atomically.
+"""Partition files under MIXPANEL_ASSETS_DATA_DIR (a local path or any fsspec URL).
 
-Each asset partition is a folder ``<data dir>/<asset>/<partition key>/`` (``<data dir>/<project>/
-<asset>/<partition key>/`` for a project of the projects file) holding data files and a
-``manifest.json`` that names them. A run writes into a private local staging folder, puts the
-files in under fresh names, and only then replaces the manifest in one step (``os.replace`` on a
-disk, a single PUT on object storage): readers only ever see the previous complete partition or
-the new complete one, never a half-written file. Nothing assumes the previous asset ran on this
-machine: a step reads its input through the manifest, streamed or copied down to local scratch.
+A partition is ``<data dir>/[<project>/]<asset>/<partition key>/``: data files and the
+``manifest.json`` naming them. Files go in under fresh names, then the manifest is replaced in one
+step, so readers see the previous complete partition or the new one, on any machine.
 """
 
 from __future__ import annotations
@@ -58,9 +53,11 @@ class FileStore:
 
     @property
     def is_local(self) -> bool:
+        """Whether the files are on a local disk."""
         return isinstance(self.fs, LocalFileSystem)
 
     def child(self, name: str) -> FileStore:
+        """The store of the folder ``name`` inside this one."""
         return FileStore(self.fs, self._path(name), self.scratch_dir)
 
     def location(self, name: str = "") -> str:
@@ -69,6 +66,7 @@ class FileStore:
         return path if self.is_local else redact_url(self.fs.unstrip_protocol(path))
 
     def read_bytes(self, name: str) -> bytes:
+        """The whole file ``name``."""
         return self.fs.cat_file(self._path(name))
 
     def write_bytes(self, name: str, data: bytes) -> None:
@@ -124,13 +122,16 @@ class FileStore:
             yield copy
 
     def exists(self, name: str) -> bool:
+        """Whether the file ``name`` exists."""
         return self.fs.exists(self._path(name))
 
     def remove(self, name: str) -> None:
+        """Remove the file ``name`` if it exists."""
         with suppress(FileNotFoundError):
             self.fs.rm_file(self._path(name))
 
     def remove_tree(self) -> None:
+        """Remove this store's folder and everything in it."""
         with suppress(FileNotFoundError):
             self.fs.rm(self.root, recursive=True)
 
@@ -155,6 +156,7 @@ class FileStore:
         ]
 
     def names(self) -> list[str]:
+        """The names of the entries in this store's folder (none if it does not exist)."""
         try:
             return [path.rsplit("/", 1)[-1] for path in self.fs.ls(self.root, detail=False)]
         except FileNotFoundError:
@@ -187,6 +189,7 @@ class PartitionFolder:
     asset: str
 
     def manifest(self) -> dict[str, Any]:
+        """The partition's manifest; ``PartitionMissingError`` when it has none."""
         try:
             return json.loads(self.store.read_bytes(MANIFEST))
         except FileNotFoundError:
@@ -196,9 +199,11 @@ class PartitionFolder:
             ) from None
 
     def location(self, role: str, manifest: dict[str, Any] | None = None) -> str:
+        """Where the manifest's file for ``role`` is, for people."""
         return self.store.location(self._name(role, manifest))
 
     def open(self, role: str, manifest: dict[str, Any] | None = None) -> IO[bytes]:
+        """A streaming reader of the manifest's file for ``role``."""
         return self.store.open(self._name(role, manifest))
 
     def local_copy(
@@ -260,6 +265,7 @@ class PartitionFiles(ConfigurableResource):
     )
 
     def asset_store(self, asset: str) -> FileStore:
+        """The store of ``asset``'s partitions; a clear error when the data dir is unusable."""
         try:
             fs, root = fsspec.core.url_to_fs(self.data_dir)
         except (ImportError, ValueError) as problem:
@@ -279,14 +285,18 @@ class PartitionFiles(ConfigurableResource):
         return FileStore(fs, f"{root.rstrip('/')}/{folder}", self.scratch_dir)
 
     def folder(self, asset: str, partition_key: str) -> PartitionFolder:
+        """The folder of one partition of ``asset``."""
         return PartitionFolder(self.asset_store(asset).child(partition_key), asset)
 
     def coordinator(self) -> Coordinator:
+        """The coordination backend of MIXPANEL_ASSETS_COORDINATION_URL."""
         return coordinator(self.coordination_url)
 
     def check_usable(self) -> None:
-        """Write and remove a small file in the data dir (and the scratch dir, for object
-        storage): a run learns at once, naming the variable, that it could not keep its work."""
+        """Write and remove a small file in the data dir (and the scratch dir, for object storage).
+
+        A run learns at once, naming the variable, that it could not keep its work.
+        """
         store = self.asset_store("")
         probe = f".usable-{uuid.uuid4().hex[:12]}"
         try:

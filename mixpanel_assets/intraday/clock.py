@@ -4,4 +4,5 @@ from datetime import UTC, datetime
 
 
 def now() -> datetime:
+    """The current time, in UTC (tests replace it)."""
     return datetime.now(UTC)

@@ -30,6 +30,8 @@ VISIBILITY_MARGIN_MS = 60_000
 
 @dataclass
 class LedgerState:
+    """What a day's ledger holds: its loads, whether the day is complete, the rows ingested."""
+
     loads: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
     aep_rows_ingested: int = 0  # every record uploaded into a batch of the day that went live
@@ -41,25 +43,32 @@ class LedgerState:
 
     @property
     def batch_ids(self) -> list[str]:
+        """The AEP batches of the day's loads."""
         return [load["batch_id"] for load in self.loads if load.get("batch_id")]
 
     @property
     def live_records(self) -> int:
+        """The records the day's loads made live."""
         return sum(load["records"] for load in self.loads)
 
     def rows_per_unique_event(self) -> float:
+        """AEP rows ingested per record made live (1.0 when nothing was loaded twice)."""
         return round(self.aep_rows_ingested / self.live_records, 4) if self.live_records else 0.0
 
 
 @dataclass(frozen=True)
 class DayLedger:
+    """The ledger file of one day's intraday loads."""
+
     store: FileStore
 
     @classmethod
     def of(cls, partition_files: PartitionFiles, partition_key: str) -> DayLedger:
+        """The ledger of the day ``partition_key``."""
         return cls(partition_files.asset_store(LEDGER_STORE).child(partition_key))
 
     def read(self) -> LedgerState:
+        """The ledger as saved (empty before the day's first load)."""
         try:
             data = json.loads(self.store.read_bytes(LEDGER_FILE))
         except FileNotFoundError:

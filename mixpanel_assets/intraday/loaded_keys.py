@@ -22,9 +22,15 @@ _PREFIX_BYTES = 8
 
 
 class KeySet(Protocol):
-    def add_all(self, keys: list[bytes], tags: list[bytes]) -> list[bytes | None]: ...
+    """A set of dedup keys that answers, for each key added, the tag of an earlier sighting."""
 
-    def close(self) -> None: ...
+    def add_all(self, keys: list[bytes], tags: list[bytes]) -> list[bytes | None]:
+        """Add ``keys``; for each, the tag of its earlier sighting, or None when new."""
+        ...
+
+    def close(self) -> None:
+        """Release the set's files and memory."""
+        ...
 
 
 class RunWriter:
@@ -43,6 +49,7 @@ class RunWriter:
         self.count = 0
 
     def add(self, keys: Sequence[bytes], tags: Sequence[bytes]) -> None:
+        """Add entries, writing a run file whenever the buffers are full."""
         self._keys += b"".join(keys)
         self._tags += b"".join(tags)
         self.count += len(keys)
@@ -50,6 +57,7 @@ class RunWriter:
             self._flush()
 
     def finish(self) -> list[Path]:
+        """Write what is buffered; every run file written."""
         if self._keys:
             self._flush()
         return self.paths
@@ -108,8 +116,10 @@ class LoadedKeys:
 
 
 class SeededKeys:
-    """A day's ``SeenKeys`` that also knows the keys of the day's earlier loads, and writes the
-    keys it sees first (the records this load writes) to ``writer``."""
+    """A day's ``SeenKeys`` that also knows the keys of the day's earlier loads.
+
+    The keys it sees first (the records this load writes) go to ``writer``.
+    """
 
     def __init__(self, seen: KeySet, earlier: LoadedKeys, writer: RunWriter) -> None:
         self._seen = seen
@@ -117,6 +127,7 @@ class SeededKeys:
         self._writer = writer
 
     def add_all(self, keys: list[bytes], tags: list[bytes]) -> list[bytes | None]:
+        """Add ``keys``; for each, the tag of its earlier sighting, or None when new."""
         answers = self._seen.add_all(keys, tags)
         earlier = self._earlier.find(
             [key for key, answer in zip(keys, answers, strict=True) if answer is None]
@@ -131,4 +142,5 @@ class SeededKeys:
         return answers
 
     def close(self) -> None:
+        """Release the set's files and memory."""
         self._seen.close()

@@ -26,9 +26,11 @@ class OpenDayLoad:
 
     @property
     def where(self) -> str:
+        """The export's ``where`` for this load's processing-time range."""
         return range_where(self.start_ms, self.end_ms)
 
     def describe(self, request: dict[str, str]) -> dict[str, Any]:
+        """This load as the manifest records it."""
         return {
             "number": self.number,
             "start_ms": self.start_ms,
@@ -62,6 +64,7 @@ def day_state(load: OpenDayLoad | None, request: dict[str, str]) -> dict[str, An
 
 
 def day_state_metadata(load: OpenDayLoad | None) -> dict[str, Any]:
+    """The metadata saying whether the day is complete and, if not, until when it is fresh."""
     if load is None:
         return {DAY_COMPLETE: True}
     return {

@@ -60,8 +60,10 @@ def intraday_minutes() -> int:
 
 
 def intraday_crons(minutes: int) -> list[str]:
-    """Cron lines firing every ``minutes`` minutes from midnight (the day's last gap may be
-    shorter when ``minutes`` does not divide a day)."""
+    """Cron lines firing every ``minutes`` minutes from midnight.
+
+    The day's last gap may be shorter when ``minutes`` does not divide a day.
+    """
     hours_by_minute: dict[int, list[int]] = {}
     for start in range(0, DAY_MINUTES, minutes):
         hours_by_minute.setdefault(start % 60, []).append(start // 60)
@@ -86,6 +88,8 @@ def build_intraday_schedule(
     minutes: int,
     project: ProjectKeys = FLAT,
 ) -> ScheduleDefinition:
+    """The schedule running a project's intraday loads every ``minutes`` minutes."""
+
     @schedule(
         name=project.named(SCHEDULE_NAME),
         required_resource_keys={project.named("mixpanel")},

@@ -23,12 +23,15 @@ _IDS_PER_LOOK_UP = 4096
 
 @dataclass
 class LoadKeys:
+    """The keys of the day's earlier loads, and the writer of this load's."""
+
     earlier: LoadedKeys
     writer: RunWriter
     earlier_raw_lines: int  # the day's earlier loads' raw lines and quarantined lines
     earlier_quarantined: int
 
     def wrap(self, seen: KeySet) -> SeededKeys:
+        """``seen`` seeded with the earlier loads' keys."""
         return SeededKeys(seen, self.earlier, self.writer)
 
     def files(self) -> dict[str, Path]:
@@ -40,6 +43,7 @@ class LoadKeys:
 def earlier_loads_keys(
     partition_files: PartitionFiles, key: str, load: dict[str, Any], staging: Path
 ) -> Iterator[LoadKeys]:
+    """The keys the day's earlier loads made live, for a load to leave out."""
     ledger = DayLedger.of(partition_files, key)
     state = ledger.read()
     if len(state.loads) != load["number"] - 1:
@@ -61,8 +65,10 @@ def earlier_loads_keys(
 def ids_live_in_earlier_loads(
     partition_files: PartitionFiles, key: str, manifest: dict[str, Any], events: Path, shown: int
 ) -> tuple[int, list[str]]:
-    """(records of an open day's load whose ``_id`` an earlier load of the day made live, a few
-    of those ``_id``s); (0, []) for a closed day. Streams the file, a batch of ids at a time."""
+    """How many records of an open day's load an earlier load already made live, and a few ``_id``s.
+
+    (0, []) for a closed day. Streams the file, a batch of ids at a time.
+    """
     load = manifest.get("intraday_load")
     if load is None:
         return 0, []

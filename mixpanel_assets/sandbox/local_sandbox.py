@@ -1,14 +1,6 @@
 """Both emulators started together, with the contract's variables pointing at them.
 
-The Mixpanel emulator serves synthetic days; the platform emulator keeps its catalog and the
-records it accepted under ``<data dir>/local_sandbox/platform``, so a second ``make demo`` finds
-the batches of the first and replays them. The dataset is provisioned the way a real AEP sandbox
-would be, through the platform APIs (``mixpanel_assets.aep.provisioning``): the first start
-creates the schema and dataset, every later start finds them.
-
-Given a projects file (MIXPANEL_ASSETS_PROJECTS's format), it serves every project in it: one
-Mixpanel emulator each, with its own credentials, and a copy of the file under
-``<data dir>/local_sandbox/projects.yaml`` whose ``export_url``s point at them.
+Design notes (what persists between runs, several projects): docs/local-sandbox.md.
 """
 
 from __future__ import annotations
@@ -42,6 +34,8 @@ EXAMPLE_PROJECTS_FILE = Path(__file__).with_name("example_projects.yaml")
 
 @dataclass
 class LocalSandbox:
+    """The running emulators, the provisioned dataset and the settings pointing at them."""
+
     data_dir: Path
     mixpanel: MixpanelEmulator
     platform: PlatformEmulator
@@ -53,6 +47,7 @@ class LocalSandbox:
 
     @property
     def dataset_id(self) -> str:
+        """The id of the provisioned AEP dataset."""
         return self.provisioned.dataset_id
 
     @property
@@ -107,8 +102,10 @@ def local_sandbox(
     clock: Callable[[], float] | None = None,
     projects_file: Path | None = None,
 ) -> Iterator[LocalSandbox]:
-    """Start the emulators on free loopback ports (a Mixpanel one per project of
-    ``projects_file`` when given); stop them on exit."""
+    """Start the emulators on free loopback ports; stop them on exit.
+
+    With ``projects_file``, a Mixpanel emulator serves each of its projects.
+    """
     data_dir = data_dir.resolve()
     specs = load_projects(projects_file) if projects_file is not None else []
     projects = {spec.name or "": _project_emulator(spec, events_per_day, clock) for spec in specs}

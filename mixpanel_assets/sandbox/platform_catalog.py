@@ -1,5 +1,7 @@
-"""The local platform's Catalog Service (batches and datasets, filtered and paged as the Catalog
-documents) and the Data Access diagnostics of a batch (``/failed`` and ``meta?path=row_errors``).
+"""The local platform's Catalog Service and the Data Access diagnostics of a batch.
+
+Batches and datasets are filtered and paged as the Catalog documents; diagnostics are
+``/failed`` and ``meta?path=row_errors``.
 """
 
 from __future__ import annotations
@@ -264,8 +266,11 @@ class CatalogAPI:
 
 
 def split_row_errors(failed_rows: Path, folder: Path) -> None:
-    """A batch's failed rows as AEP's row-error files: rows that are not JSON objects (1401)
-    under parsing errors, the others under conversion errors; each row keeps its codes."""
+    """A batch's failed rows as AEP's row-error files, each row with its codes.
+
+    Rows that are not JSON objects (1401) go under parsing errors, the others under conversion
+    errors.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as files, failed_rows.open("rb") as rows:
         outputs: dict[str, BinaryIO] = {}

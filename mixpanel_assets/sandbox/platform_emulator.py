@@ -1,46 +1,7 @@
-"""A loopback Adobe Experience Platform over real HTTP: IMS tokens, Batch Ingestion, Catalog,
-Data Access diagnostics, the Schema Registry and Identity Service namespaces.
+"""A loopback Adobe Experience Platform over real HTTP, assembled from one module per API.
 
-Why it exists: the AEP client is tested against real HTTP (status codes, headers, streamed
-uploads, retries), provisioning runs against an empty platform, and ``make demo`` runs offline,
-twice, showing each event once. The emulator follows AEP's documented contract, not our client's
-habits (the contract tests check it against Adobe's OpenAPI documents): it validates every
-record with the dataset's schema as its own registry composes it, never with the mapping's code,
-and rejects what AEP rejects (nulls, empty values, schema violations, timestamps in the future);
-it knows nothing of Dagster.
-
-Batch statuses: ``loading`` (created; files may be uploaded) -> COMPLETE -> ``processing`` (after
-half of ``processing_seconds``) -> ``success`` or ``failed`` (after the other half). ``loading``
--> ABORT -> ``aborted``; ``loading`` untouched for ``abandon_after_seconds`` -> ``abandoned``.
-``success`` -> a successful replay naming it -> ``inactive``: its records leave the dataset and
-it gets the tag ``acp_successor``. The Catalog lists batches by dataset, ``externalId``, status
-and tags (``tags=name:value``, ``*`` a wildcard), newest or oldest first, paged with ``start``.
-
-Error codes. Failed rows (a failed batch's under ``GET /export/batches/{id}/failed``, which lists
-the files, ``?path=`` reads one; with diagnostics also ``meta?path=row_errors``, the only place
-for the rows a partially ingested batch left out): ``1401`` a line that is not a JSON object,
-``1555`` a required field missing or a null/empty value, ``1550`` any other schema violation or
-a timestamp in the future (1401 and 1555 are AEP's documented codes, 1550 is the emulator's own).
-Batch ``errors``: ``INGEST-1212-400`` (with error diagnostics) or ``INGEST-1211-400`` (without)
-summarise the failed rows; with diagnostics they are followed by one ``INGEST-<row code>-400``
-entry per row code; ``106`` an empty batch; ``INGEST-500`` a fault of the emulator itself.
-
-Schema Registry: the global container holds Adobe's ExperienceEvent class and field groups as
-shipped in ``mixpanel_assets/xdm/schemas``; the tenant container takes field groups (custom
-fields only under ``_<tenant>``), schemas of that class, and identity descriptors, and answers a
-schema lookup raw (``xed+json``) or resolved (``xed-full+json``). Datasets are created on a
-tenant schema.
-
-Modules: ``platform_identity`` (IMS, the credentials every call carries, identity namespaces),
-``platform_ingestion`` (batches and their processing), ``platform_catalog`` (Catalog and Data
-Access diagnostics), ``platform_registry`` (Schema Registry), mixed into ``PlatformEmulator``
-here; ``platform_http`` is the HTTP plumbing and ``platform_state`` the records kept.
-
-Faults for tests: ``queue_fault`` answers the next matching requests with an error (before or
-after handling them: a lost answer); ``fail_next_batch`` and ``reject_rows_of_next_batch`` make
-AEP's processing fail a batch or reject some of its rows; ``set_batch_status`` moves a finished
-batch on (``archived``, ``retained``...); ``honours_tag_filter`` and ``descriptor_page_limit``
-imitate a Catalog that ignores ``tags`` and a registry's smaller pages.
+IMS, Batch Ingestion, Catalog, Data Access diagnostics, the Schema Registry and Identity Service
+namespaces. Design notes (batch statuses, error codes, faults for tests): docs/local-sandbox.md.
 """
 
 from __future__ import annotations
@@ -302,9 +263,12 @@ class PlatformEmulator(IdentityAPI, BatchIngestionAPI, CatalogAPI, SchemaRegistr
     # Python API for tests and the demo ---------------------------------------------------
 
     def create_dataset(self, name: str) -> str:
-        """The id of the dataset called ``name``, created on first use on a built-in schema of
-        the ExperienceEvent class, the mapping's field groups and the ``_<tenant>.mixpanel``
-        fields: a shortcut past the Schema Registry for tests of ingestion alone."""
+        """The id of the dataset called ``name``, created on first use on a built-in schema.
+
+        The schema has the ExperienceEvent class, the mapping's field groups and the
+        ``_<tenant>.mixpanel`` fields: a shortcut past the Schema Registry for tests of
+        ingestion alone.
+        """
         with self._lock:
             for dataset in self._datasets.values():
                 if dataset.name == name:
@@ -314,8 +278,7 @@ class PlatformEmulator(IdentityAPI, BatchIngestionAPI, CatalogAPI, SchemaRegistr
             return dataset.id
 
     def dataset_records(self, dataset_id: str) -> pd.DataFrame:
-        """The records live in the dataset: those of ``success`` (or ``retained``) batches, in
-        batch order."""
+        """The records live in the dataset: those of ``success`` or ``retained`` batches."""
         with self._lock:
             if dataset_id not in self._datasets:
                 raise KeyError(f"no dataset {dataset_id!r}")
@@ -387,8 +350,10 @@ class PlatformEmulator(IdentityAPI, BatchIngestionAPI, CatalogAPI, SchemaRegistr
             )
 
     def set_batch_status(self, batch_id: str, status: str) -> None:
-        """Move a finished batch on as AEP's own lifecycle may (``archived`` to cold storage,
-        ``retained``, ``deleted``): the Catalog shows the new status from now on."""
+        """Move a finished batch on as AEP's own lifecycle may (``archived``, ``retained``...).
+
+        The Catalog shows the new status from now on.
+        """
         if status not in _LATER_STATUSES:
             raise ValueError(f"status must be one of {sorted(_LATER_STATUSES)}")
         with self._lock:
@@ -398,8 +363,10 @@ class PlatformEmulator(IdentityAPI, BatchIngestionAPI, CatalogAPI, SchemaRegistr
             self._save()
 
     def reject_rows_of_next_batch(self, count: int) -> None:
-        """AEP's processing rejects the first ``count`` valid rows of the next completed batch,
-        as the failed-row diagnostics show; the batch's partial-ingestion threshold decides."""
+        """Reject the first ``count`` valid rows of the next completed batch, as AEP may.
+
+        The failed-row diagnostics show them; the batch's partial-ingestion threshold decides.
+        """
         if count < 1:
             raise ValueError("count must be at least 1")
         with self._lock:

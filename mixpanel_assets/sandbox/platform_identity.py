@@ -1,5 +1,7 @@
-"""The local platform's Adobe IMS (client-credentials tokens), the checks every platform call
-passes (token, API key, org, AEP sandbox) and Identity Service namespaces.
+"""The local platform's Adobe IMS, the checks every call passes, and identity namespaces.
+
+IMS gives client-credentials tokens; every platform call must carry a token, the API key, the
+org and the AEP sandbox.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The local platform's Schema Registry: the global container (Adobe's XDM resources), tenant
-field groups and schemas of the ExperienceEvent class, lookups as stored or composed, and
-identity descriptors listed as AEP pages them.
+"""The local platform's Schema Registry: Adobe's XDM resources, tenant field groups and schemas.
+
+Lookups as stored or composed, and identity descriptors listed as AEP pages them.
 """
 
 from __future__ import annotations

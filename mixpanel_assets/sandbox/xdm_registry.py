@@ -50,8 +50,7 @@ def global_library() -> dict[str, dict[str, Any]]:
 
 
 def project_field_group(tenant_id: str) -> dict[str, Any]:
-    """The ``_<tenant>.mixpanel`` object of this project's field group (its JSON file), for the
-    local platform's built-in schema."""
+    """The ``_<tenant>.mixpanel`` object of this project's field group, for the built-in schema."""
     path = resources.files("mixpanel_assets") / "xdm" / "schemas" / "tenant-fieldgroup.schema.json"
     mixpanel = json.loads(path.read_text(encoding="utf-8"))
     tenant = {"type": "object", "properties": {"mixpanel": mixpanel}}
@@ -104,8 +103,10 @@ def _aep_name(source_name: str) -> tuple[str | None, str]:
 
 
 def compose(body: dict[str, Any], documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``properties`` and ``required`` of the resource ``body`` with every ``$ref`` resolved
-    against ``documents`` (by ``$id``) and every ``allOf`` merged."""
+    """``properties`` and ``required`` of the resource ``body``, references resolved.
+
+    Every ``$ref`` is resolved against ``documents`` (by ``$id``) and every ``allOf`` merged.
+    """
     merged = _resolve(body, body, documents, 0)
     return {"properties": merged.get("properties", {}), "required": merged.get("required", [])}
 
