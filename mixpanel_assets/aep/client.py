@@ -1,4 +1,4 @@
-"""The AEP calls the pipeline makes: Batch Ingestion, Catalog, Data Access, Schema Registry.
+"""The AEP calls the pipeline makes, one method each: batches, datasets, schemas, identities.
 
 Knows nothing of Dagster; ``transport.py`` sends each call (design notes: docs/aep-api.md).
 """
