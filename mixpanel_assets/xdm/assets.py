@@ -2,6 +2,7 @@
 
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -24,6 +25,8 @@ from mixpanel_assets.xdm.day_mapping import map_day
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
 XDM_EVENTS = "xdm_experience_events"
+# The day's quarantine is logged as a warning from this fraction of max_quarantined_share on.
+QUARANTINE_WARNING_FRACTION = 0.8
 
 
 def build_xdm_experience_events(
@@ -104,10 +107,7 @@ def build_xdm_experience_events(
                 },
             )
         if stats.quarantined:
-            context.log.warning(
-                f"quarantined {stats.quarantined} of {stats.raw_lines} events: "
-                f"{dict(stats.quarantine_reasons)}; see {folder.location('quarantine', manifest)}"
-            )
+            _log_quarantine(context, manifest, folder.location("quarantine", manifest))
         return MaterializeResult(
             metadata={
                 "dagster/row_count": stats.records,
@@ -126,3 +126,18 @@ def build_xdm_experience_events(
         )
 
     return xdm_experience_events
+
+
+def _log_quarantine(context: AssetExecutionContext, manifest: dict[str, Any], where: str) -> None:
+    """What was quarantined: INFO on a normal day, WARNING once the day's share nears its limit
+    (the blocking check ``quarantine_share`` fails a day over it)."""
+    share = manifest["day_quarantined"] / manifest["day_raw_lines"]
+    limit = manifest["max_quarantined_share"]
+    near = share >= QUARANTINE_WARNING_FRACTION * limit
+    log = context.log.warning if near else context.log.info
+    log(
+        f"quarantined {manifest['quarantined']} of {manifest['raw_lines']} events "
+        f"({share:.2%} of the day, limit {limit:.2%}"
+        + (", near or over it" if near else "")
+        + f"): {manifest['quarantine_reasons']}; see {where}"
+    )
