@@ -1,5 +1,7 @@
 """``xdm_experience_events``: the day mapped to XDM, repeats dropped, bad events quarantined."""
 
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +23,14 @@ from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
-from mixpanel_assets.xdm.day_mapping import map_day
+from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
 XDM_EVENTS = "xdm_experience_events"
 # The day's quarantine is logged as a warning from this fraction of max_quarantined_share on.
 QUARANTINE_WARNING_FRACTION = 0.8
+# While a day is mapped, its counts so far are logged at least this often.
+PROGRESS_SECONDS = 15.0
 
 
 def build_xdm_experience_events(
@@ -78,6 +82,7 @@ def build_xdm_experience_events(
                 staging,
                 workers=workers,
                 wrap_seen=None if keys is None else keys.wrap,
+                on_progress=MappingProgress(context.log.info, raw_manifest["line_count"]),
             )
             manifest = folder.publish(
                 {
@@ -141,3 +146,24 @@ def _log_quarantine(context: AssetExecutionContext, manifest: dict[str, Any], wh
         + (", near or over it" if near else "")
         + f"): {manifest['quarantine_reasons']}; see {where}"
     )
+
+
+class MappingProgress:
+    """Logs the day's counts so far while it is mapped, every ``PROGRESS_SECONDS``."""
+
+    def __init__(self, log: Callable[[str], None], total_lines: int) -> None:
+        self._log = log
+        self._total = total_lines
+        self._due = time.monotonic() + PROGRESS_SECONDS
+
+    def __call__(self, stats: DayMappingStats) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + PROGRESS_SECONDS
+        done = f" ({stats.raw_lines / self._total:.0%})" if self._total else ""
+        self._log(
+            f"mapping: {stats.raw_lines:,} of {self._total:,} raw lines{done}: "
+            f"{stats.records:,} records written, {stats.quarantined:,} quarantined, "
+            f"{stats.duplicates_dropped:,} duplicates dropped"
+        )
