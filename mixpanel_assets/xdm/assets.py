@@ -1,5 +1,6 @@
 """``xdm_experience_events``: the day mapped to XDM, repeats dropped, bad events quarantined."""
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -21,10 +22,13 @@ from mixpanel_assets.intraday.seeding import earlier_loads_keys
 from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.projects import FLAT, ProjectKeys
+from mixpanel_assets.readable import data_size, utc_instant
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
+from mixpanel_assets.xdm.column_schema import xdm_column_schema
 from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
 from mixpanel_assets.xdm.resource import XdmMappingResource
+from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, MappingFileError, load_rules
 
 XDM_EVENTS = "xdm_experience_events"
 # The day's quarantine is logged as a warning from this fraction of max_quarantined_share on.
@@ -34,14 +38,20 @@ PROGRESS_SECONDS = 15.0
 
 
 def build_xdm_experience_events(
-    partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
+    partitions_def: TimeWindowPartitionsDefinition,
+    project: ProjectKeys = FLAT,
+    mapping_file: str | None = None,
 ) -> AssetsDefinition:
+    """The asset of ``project``; ``mapping_file`` (the project's own) replaces
+    MIXPANEL_ASSETS_MAPPING's for the columns it declares."""
+
     @asset(
         name=XDM_EVENTS,
         key_prefix=project.prefix,
         partitions_def=partitions_def,
         deps=[project.asset(RAW_EVENTS)],
         kinds={"python", "xdm"},
+        metadata=_declared_columns(mapping_file),
         group_name=project.named(GROUP),
         required_resource_keys={
             project.named(name) for name in ("mixpanel", "xdm_mapping", "partition_files")
@@ -84,6 +94,10 @@ def build_xdm_experience_events(
                 wrap_seen=None if keys is None else keys.wrap,
                 on_progress=MappingProgress(context.log.info, raw_manifest["line_count"]),
             )
+            sizes = {
+                role: data_size((staging / f"{role}.jsonl.gz").stat().st_size)
+                for role in ("events", "quarantine")
+            }
             manifest = folder.publish(
                 {
                     "events": staging / "events.jsonl.gz",
@@ -127,6 +141,14 @@ def build_xdm_experience_events(
                 "event_types": MetadataValue.json(manifest["event_types"]),
                 "mapping_file": MetadataValue.path(manifest["mapping_file"]),
                 DAY_COMPLETE: manifest[DAY_COMPLETE],
+                "dagster/column_schema": xdm_column_schema(
+                    xdm_mapping.rules(), xdm_mapping.tenant_id
+                ),
+                "events_size": sizes["events"],
+                "quarantine_size": sizes["quarantine"],
+                # Mixpanel's latest processing time in the raw export (ISO 8601, UTC).
+                "raw_watermark": utc_instant(manifest["raw_watermark_ms"]),
+                "mapped_at": manifest["mapped_at"],
             }
         )
 
@@ -167,3 +189,13 @@ class MappingProgress:
             f"{stats.records:,} records written, {stats.quarantined:,} quarantined, "
             f"{stats.duplicates_dropped:,} duplicates dropped"
         )
+
+
+def _declared_columns(mapping_file: str | None) -> dict[str, Any]:
+    """The definition's ``dagster/column_schema``, from the mapping as the code loads; none when
+    that mapping cannot be read (each run checks it first and says what is wrong)."""
+    try:
+        rules = load_rules(mapping_file or os.environ.get(MAPPING_VARIABLE, ""))
+    except MappingFileError:
+        return {}
+    return {"dagster/column_schema": xdm_column_schema(rules)}
