@@ -3,16 +3,19 @@ the XDM asset's columns declared from the mapping."""
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from dagster import TableSchema, instance_for_test, materialize
 from isal import igzip
 
 from mixpanel_assets.aep.provisioning import DATASET_NAME
+from mixpanel_assets.intraday import clock
 from mixpanel_assets.mixpanel.assets import WATERMARK
 from mixpanel_assets.pipeline import build_definitions
-from mixpanel_assets.sandbox.local_sandbox import ORG_ID, TENANT_ID, LocalSandbox
+from mixpanel_assets.sandbox.local_sandbox import ORG_ID, TENANT_ID, LocalSandbox, local_sandbox
 from mixpanel_assets.xdm.spec import default_rules
 
 SIZE = re.compile(r"\d+ bytes|\d+\.\d (kB|MB|GB|TB)")
@@ -100,3 +103,35 @@ def test_the_xdm_asset_declares_its_columns_on_the_definition(sandbox: LocalSand
     names = {column.name for column in schema.columns}
     assert {"_id", "timestamp", "eventType", "_tenant.mixpanel.eventName"} <= names
     assert "web.webPageDetails.URL" in names
+
+
+def test_an_intraday_load_s_metadata_names_the_dataset_and_each_live_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    midday = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    now = {"at": midday}
+    monkeypatch.setattr(clock, "now", lambda: now["at"])
+    with local_sandbox(
+        tmp_path / "data", events_per_day=400, clock=lambda: now["at"].timestamp()
+    ) as started:
+        for name, value in started.environment().items():
+            monkeypatch.setenv(name, value)
+        defs = build_definitions()
+        with instance_for_test() as instance:
+            for hour in (12, 13):  # two loads of the open day: two live batches
+                now["at"] = midday.replace(hour=hour)
+                result = materialize(
+                    [*defs.assets, *defs.asset_checks],
+                    partition_key=day.isoformat(),
+                    instance=instance,
+                    resources=defs.resources,
+                )
+                assert result.success
+        (aep,) = map(_values, result.asset_materializations_for_node("aep_ingested_batches"))
+        assert aep["day_complete"] is False and len(aep["batch_ids"]) == 2
+        assert aep["aep_dataset"] == DATASET_NAME
+        assert aep["aep_dataset_url"].endswith(f"/platform/dataset/browse/{started.dataset_id}")
+        for batch in aep["batch_ids"]:
+            assert f"| `{batch}` |" in aep["batches"]
+        assert _utc(aep["watermark"]).timestamp() * 1000 == aep[WATERMARK]
