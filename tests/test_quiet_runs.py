@@ -43,6 +43,10 @@ def test_a_normal_day_prints_no_warning_and_logs_none(
     ]
     assert warnings == []
     assert " - WARNING - " not in completed.stderr
+    captured = list(home.rglob("*.err"))  # the steps' captured stderr (compute logs)
+    assert captured
+    for log in captured:
+        assert not re.search(r"\w+Warning: ", log.read_text()), log
     with DagsterInstance.from_config(str(home)) as instance:
         (run,) = instance.get_runs()
         entries = instance.all_logs(run.run_id)
