@@ -129,7 +129,7 @@ def build_definitions(
         assets += with_ownership(
             [
                 build_mixpanel_raw_events(partitions, keys),
-                build_xdm_experience_events(partitions, keys),
+                build_xdm_experience_events(partitions, keys, spec.mapping),
                 build_aep_ingested_batches(partitions, keys, spec.dataset_id),
             ],
             AEP_BATCHES,

@@ -40,6 +40,7 @@ from mixpanel_assets.aep.increments import DayTarget, load_increment, needs_incr
 from mixpanel_assets.aep.replay import SettledDay, settle_day
 from mixpanel_assets.aep.resource import AEPResource
 from mixpanel_assets.aep.target_schema import SchemaMismatchError, read_target_schema
+from mixpanel_assets.aep.ui_links import dataset_url
 from mixpanel_assets.coordination import HeldLock
 from mixpanel_assets.errors import LockLostError
 from mixpanel_assets.intraday.ledger import DayLedger
@@ -47,6 +48,7 @@ from mixpanel_assets.intraday.open_day import DAY_COMPLETE
 from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS, WATERMARK
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.projects import FLAT, ProjectKeys
+from mixpanel_assets.readable import data_size, utc_instant
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles, PartitionFolder, PartitionMissingError
 from mixpanel_assets.xdm.assets import XDM_EVENTS
@@ -108,6 +110,7 @@ def build_aep_ingested_batches(
             try:
                 target = read_target_schema(client, aep.dataset_id, project_validator)
                 target.check_records(records_path)
+                dataset = _dataset_metadata(client.get_dataset(aep.dataset_id), aep)
             except SchemaMismatchError as problem:
                 raise Failure(str(problem), allow_retries=False) from None
             except AEPError as problem:
@@ -126,10 +129,11 @@ def build_aep_ingested_batches(
                         materialized, _ = load_increment(
                             context, day, ledger, xdm, xdm_manifest, records_path, work
                         )
-                    return materialized
-                return _load_day(
-                    context, aep, folder, records_path, xdm_manifest, day_tag, client, day_lock
-                )
+                else:
+                    materialized = _load_day(
+                        context, aep, folder, records_path, xdm_manifest, day_tag, client, day_lock
+                    )
+                return _with_readable_metadata(materialized, dataset)
 
     return aep_ingested_batches
 
@@ -194,6 +198,8 @@ def _load_day(
             "the records and re-run the day to replace it.",
             metadata=metadata,
         )
+    loaded_at = datetime.now(UTC).isoformat()
+    metadata["loaded_at"] = loaded_at
     folder.publish(
         {},
         {
@@ -201,7 +207,7 @@ def _load_day(
             "replaced_batch_ids": settled.live,
             "record_count": result.record_count,
             "raw_watermark_ms": watermark,
-            "loaded_at": datetime.now(UTC).isoformat(),
+            "loaded_at": loaded_at,
         },
     )
     context.log.info(
@@ -289,7 +295,7 @@ def _batch_metadata(result: DayBatchResult, settled: SettledDay) -> dict:
         "uploaded_records": result.uploaded_records,
         "failed_records": result.failed_record_count,
         "files": result.files,
-        "bytes": result.bytes,
+        "uploaded_size": data_size(result.bytes),
     }
 
 
@@ -313,3 +319,40 @@ def _batch_check(key: str, result: DayBatchResult) -> AssetCheckResult:
         severity=AssetCheckSeverity.WARN,
         metadata=metadata,
     )
+
+
+def _dataset_metadata(dataset: dict[str, Any], aep: AEPResource) -> dict[str, Any]:
+    """The target dataset: its Catalog name, id and page in the AEP UI."""
+    return {
+        "aep_dataset": str(dataset.get("name") or "(unnamed)"),
+        "aep_dataset_id": aep.dataset_id,
+        "aep_dataset_url": MetadataValue.url(
+            dataset_url(aep.org_id, aep.sandbox_name, aep.dataset_id)
+        ),
+    }
+
+
+def _with_readable_metadata(
+    result: MaterializeResult, dataset: dict[str, Any]
+) -> MaterializeResult:
+    """``result`` with the dataset's name and links, each live batch listed with a link to the
+    dataset page that shows it, and the watermark as an ISO 8601 UTC instant."""
+    metadata = dict(result.metadata or {})
+    live = metadata.get("batch_ids")
+    batch_ids = live.value if isinstance(live, MetadataValue) else live or []
+    page = dataset["aep_dataset_url"].value
+    name = dataset["aep_dataset_id"]
+    rows = "".join(f"| `{batch}` | [dataset {name}]({page}) |\n" for batch in batch_ids)
+    readable: dict[str, Any] = {
+        **dataset,
+        "batches": MetadataValue.md(
+            f"| live batch | listed on the dataset page |\n|---|---|\n{rows}"
+            if rows
+            else "no live batch"
+        ),
+    }
+    watermark = metadata.get(WATERMARK)
+    if watermark is not None:
+        value = watermark.value if isinstance(watermark, MetadataValue) else watermark
+        readable["watermark"] = utc_instant(value or None)
+    return result._replace(metadata={**metadata, **readable})

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
-from dagster import BetaWarning, DagsterInstance, ExecuteInProcessResult, PreviewWarning
+from dagster import DagsterInstance, ExecuteInProcessResult
 
 from mixpanel_assets.pipeline import DAILY_JOB, build_definitions
 from mixpanel_assets.projects import PROJECTS_VARIABLE, ProjectKeys, configured_projects
@@ -41,8 +40,6 @@ def main() -> int:
         help="run every project of a projects file (default: the example one)",
     )
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=PreviewWarning)
-    warnings.filterwarnings("ignore", category=BetaWarning)
     os.environ.pop(PROJECTS_VARIABLE, None)  # the demo's own file, or none
     with local_sandbox(DEMO_DATA_DIR, projects_file=args.projects) as sandbox:
         os.environ.update(sandbox.environment())

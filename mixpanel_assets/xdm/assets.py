@@ -1,7 +1,11 @@
 """``xdm_experience_events``: the day mapped to XDM, repeats dropped, bad events quarantined."""
 
+import os
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -18,23 +22,36 @@ from mixpanel_assets.intraday.seeding import earlier_loads_keys
 from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.projects import FLAT, ProjectKeys
+from mixpanel_assets.readable import data_size, utc_instant
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
-from mixpanel_assets.xdm.day_mapping import map_day
+from mixpanel_assets.xdm.column_schema import xdm_column_schema
+from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
 from mixpanel_assets.xdm.resource import XdmMappingResource
+from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, MappingFileError, load_rules
 
 XDM_EVENTS = "xdm_experience_events"
+# The day's quarantine is logged as a warning from this fraction of max_quarantined_share on.
+QUARANTINE_WARNING_FRACTION = 0.8
+# While a day is mapped, its counts so far are logged at least this often.
+PROGRESS_SECONDS = 15.0
 
 
 def build_xdm_experience_events(
-    partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
+    partitions_def: TimeWindowPartitionsDefinition,
+    project: ProjectKeys = FLAT,
+    mapping_file: str | None = None,
 ) -> AssetsDefinition:
+    """The asset of ``project``; ``mapping_file`` (the project's own) replaces
+    MIXPANEL_ASSETS_MAPPING's for the columns it declares."""
+
     @asset(
         name=XDM_EVENTS,
         key_prefix=project.prefix,
         partitions_def=partitions_def,
         deps=[project.asset(RAW_EVENTS)],
         kinds={"python", "xdm"},
+        metadata=_declared_columns(mapping_file),
         group_name=project.named(GROUP),
         required_resource_keys={
             project.named(name) for name in ("mixpanel", "xdm_mapping", "partition_files")
@@ -75,7 +92,12 @@ def build_xdm_experience_events(
                 staging,
                 workers=workers,
                 wrap_seen=None if keys is None else keys.wrap,
+                on_progress=MappingProgress(context.log.info, raw_manifest["line_count"]),
             )
+            sizes = {
+                role: data_size((staging / f"{role}.jsonl.gz").stat().st_size)
+                for role in ("events", "quarantine")
+            }
             manifest = folder.publish(
                 {
                     "events": staging / "events.jsonl.gz",
@@ -104,10 +126,7 @@ def build_xdm_experience_events(
                 },
             )
         if stats.quarantined:
-            context.log.warning(
-                f"quarantined {stats.quarantined} of {stats.raw_lines} events: "
-                f"{dict(stats.quarantine_reasons)}; see {folder.location('quarantine', manifest)}"
-            )
+            _log_quarantine(context, manifest, folder.location("quarantine", manifest))
         return MaterializeResult(
             metadata={
                 "dagster/row_count": stats.records,
@@ -122,7 +141,61 @@ def build_xdm_experience_events(
                 "event_types": MetadataValue.json(manifest["event_types"]),
                 "mapping_file": MetadataValue.path(manifest["mapping_file"]),
                 DAY_COMPLETE: manifest[DAY_COMPLETE],
+                "dagster/column_schema": xdm_column_schema(
+                    xdm_mapping.rules(), xdm_mapping.tenant_id
+                ),
+                "events_size": sizes["events"],
+                "quarantine_size": sizes["quarantine"],
+                # Mixpanel's latest processing time in the raw export (ISO 8601, UTC).
+                "raw_watermark": utc_instant(manifest["raw_watermark_ms"]),
+                "mapped_at": manifest["mapped_at"],
             }
         )
 
     return xdm_experience_events
+
+
+def _log_quarantine(context: AssetExecutionContext, manifest: dict[str, Any], where: str) -> None:
+    """What was quarantined: INFO on a normal day, WARNING once the day's share nears its limit
+    (the blocking check ``quarantine_share`` fails a day over it)."""
+    share = manifest["day_quarantined"] / manifest["day_raw_lines"]
+    limit = manifest["max_quarantined_share"]
+    near = share >= QUARANTINE_WARNING_FRACTION * limit
+    log = context.log.warning if near else context.log.info
+    log(
+        f"quarantined {manifest['quarantined']} of {manifest['raw_lines']} events "
+        f"({share:.2%} of the day, limit {limit:.2%}"
+        + (", near or over it" if near else "")
+        + f"): {manifest['quarantine_reasons']}; see {where}"
+    )
+
+
+class MappingProgress:
+    """Logs the day's counts so far while it is mapped, every ``PROGRESS_SECONDS``."""
+
+    def __init__(self, log: Callable[[str], None], total_lines: int) -> None:
+        self._log = log
+        self._total = total_lines
+        self._due = time.monotonic() + PROGRESS_SECONDS
+
+    def __call__(self, stats: DayMappingStats) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + PROGRESS_SECONDS
+        done = f" ({stats.raw_lines / self._total:.0%})" if self._total else ""
+        self._log(
+            f"mapping: {stats.raw_lines:,} of {self._total:,} raw lines{done}: "
+            f"{stats.records:,} records written, {stats.quarantined:,} quarantined, "
+            f"{stats.duplicates_dropped:,} duplicates dropped"
+        )
+
+
+def _declared_columns(mapping_file: str | None) -> dict[str, Any]:
+    """The definition's ``dagster/column_schema``, from the mapping as the code loads; none when
+    that mapping cannot be read (each run checks it first and says what is wrong)."""
+    try:
+        rules = load_rules(mapping_file or os.environ.get(MAPPING_VARIABLE, ""))
+    except MappingFileError:
+        return {}
+    return {"dagster/column_schema": xdm_column_schema(rules)}

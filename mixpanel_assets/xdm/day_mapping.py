@@ -196,6 +196,7 @@ def map_day(
     *,
     workers: int | None = None,
     wrap_seen: Callable[[SeenKeys], Any] | None = None,
+    on_progress: Callable[[DayMappingStats], None] | None = None,
 ) -> DayMappingStats:
     """Map the raw file; repeats of Mixpanel's dedup key are dropped and counted.
 
@@ -207,6 +208,7 @@ def map_day(
     ``workers`` processes map the lines (default: one per CPU this process may use; a raw file under
     ``PARALLEL_MIN_RAW_BYTES`` is mapped in this process); the output does not depend on it.
     ``wrap_seen`` wraps the day's set of keys (an open day's load: seeded with earlier loads').
+    ``on_progress`` gets the counts so far after each chunk of about a thousand lines.
     """
     if workers is None:
         big = raw_path.stat().st_size >= PARALLEL_MIN_RAW_BYTES
@@ -226,6 +228,8 @@ def map_day(
         ):
             for chunk, outcomes in _mapped_chunks(_chunks(raw), spec, workers):
                 _place(chunk, outcomes, seen, stats, events, quarantine)
+                if on_progress is not None:
+                    on_progress(stats)
     finally:
         seen.close()
     return stats
