@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from mixpanel_assets.http_retry import (
     RetryPolicy,
     retry_after_header,
 )
+from mixpanel_assets.mixpanel.export_progress import ExportProgress
 from mixpanel_assets.mixpanel.rate_budget import SECOND_WINDOW_WAIT, RateBudget
 
 REGION_EXPORT_URLS = {
@@ -140,6 +142,7 @@ class _LineScanner:
         self._digest = hashlib.sha256()
         self._on_line = on_line
         self.byte_count = 0
+        self.line_count = 0
 
     def feed(self, data: bytes) -> None:
         if not data:
@@ -168,6 +171,7 @@ class _LineScanner:
         if line.strip() in _TRUNCATION_MARKERS:
             raise IncompleteExportError("Mixpanel ended the export with 'terminated early'")
         if line:
+            self.line_count += 1
             self._on_line(line)
 
 
@@ -280,7 +284,9 @@ class MixpanelExportClient:
         Each attempt writes ``destination`` from scratch, so a failed attempt leaves nothing
         behind that could be mistaken for the export; the caller publishes the file atomically.
         """
-        return self._with_retries(query, lambda: self._export_once(query, destination))
+        return self._with_retries(
+            query, lambda progress: self._export_once(query, destination, progress)
+        )
 
     def export_days_to_files(
         self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
@@ -292,15 +298,24 @@ class MixpanelExportClient:
         one at a time instead.
         """
         return self._with_retries(
-            query, lambda: self._export_split_once(query, destinations, day_of)
+            query, lambda progress: self._export_split_once(query, destinations, day_of, progress)
         )
 
-    def _with_retries(self, query: ExportQuery, attempt_export: Callable[[], _Result]) -> _Result:
+    def _with_retries(
+        self, query: ExportQuery, attempt_export: Callable[[ExportProgress], _Result]
+    ) -> _Result:
         """Run ``attempt_export`` until it completes; each attempt restarts the streamed export
-        from scratch (tenacity, under the shared retry policy)."""
-        retrying = self._retry.retrying(tenacity.retry_if_exception_type(_RETRYABLE))
+        from scratch (tenacity, under the shared retry policy) and reports its progress."""
+        what = f"Mixpanel export {query.from_date}..{query.to_date}"
+        retrying = self._retry.retrying(tenacity.retry_if_exception_type(_RETRYABLE), what=what)
+        numbers = itertools.count(1)
+
+        def attempt() -> _Result:
+            with ExportProgress(what, next(numbers), self._retry.max_attempts) as progress:
+                return attempt_export(progress)
+
         try:
-            result = retrying(attempt_export)
+            result = retrying(attempt)
         except tenacity.RetryError as exhausted:
             raise MixpanelExportError(
                 f"Mixpanel export of {query.from_date}..{query.to_date} from {self.export_url} "
@@ -350,30 +365,43 @@ class MixpanelExportClient:
 
         Retried like an export; persistent trouble raises ``MixpanelExportError``.
         """
-        return self._with_retries(query, lambda: self._count_once(query)).line_count
+        summary = self._with_retries(query, lambda progress: self._count_once(query, progress))
+        return summary.line_count
 
-    def _count_once(self, query: ExportQuery) -> ExportSummary:
+    def _count_once(self, query: ExportQuery, progress: ExportProgress) -> ExportSummary:
         summary = ExportSummary()
         scanner = _LineScanner(summary.observe)
-        with self._get(query) as response:
+        progress.watch(scanner)
+        with self._get(query, progress=progress) as response:
             _consume(response, scanner, file=None)
         scanner.finish()
         return summary
 
-    def _export_once(self, query: ExportQuery, destination: Path) -> ExportSummary:
+    def _export_once(
+        self, query: ExportQuery, destination: Path, progress: ExportProgress
+    ) -> ExportSummary:
         summary = ExportSummary()
         scanner = _LineScanner(summary.observe)
-        with self._get(query) as response, destination.open("wb") as file:
+        progress.watch(scanner)
+        with self._get(query, progress=progress) as response, destination.open("wb") as file:
             _consume(response, scanner, file)
         summary.sha256 = scanner.finish()
         summary.byte_count = scanner.byte_count
         return summary
 
     def _export_split_once(
-        self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
+        self,
+        query: ExportQuery,
+        destinations: dict[date, Path],
+        day_of: Callable[[Any], date],
+        progress: ExportProgress,
     ) -> dict[date, ExportSummary]:
-        with _DaySplitter(destinations, day_of) as splitter, self._get(query) as response:
+        with (
+            _DaySplitter(destinations, day_of) as splitter,
+            self._get(query, progress=progress) as response,
+        ):
             scanner = _LineScanner(splitter.route)
+            progress.watch(scanner)
             _consume(response, scanner, file=None)
             scanner.finish()
         return splitter.summaries()
@@ -384,9 +412,10 @@ class MixpanelExportClient:
         *,
         timeout: tuple[float, float] | None = None,
         budgeted: bool = True,
+        progress: ExportProgress | None = None,
     ) -> requests.Response:
         if budgeted and self._budget is not None:
-            self._budget.wait_for_turn()
+            self._budget.wait_for_turn(progress.waiting_for_budget if progress else None)
         try:
             response = self._session.get(
                 self.export_url,
