@@ -126,7 +126,7 @@ def build_mixpanel_raw_events(
             )
         else:
             context.log.info(
-                f"took {day} from the {source}'s shared export: {summary.line_count} events "
+                f"took {day} from the shared export of {source}: {summary.line_count} events "
                 f"({size}); that request took {summary.attempts} attempt(s)"
             )
         metadata = {
