@@ -71,22 +71,28 @@ class RetryPolicy:
         def wait(state: tenacity.RetryCallState) -> float:
             return max(backoff(state), self.capped(wished(state)))
 
+        retried = [what or "request"]  # what the pause after the last failure is for
+
+        def say_retry(state: tenacity.RetryCallState) -> None:
+            retried[0] = what or _request_of(state)
+            _say_retry(state, retried[0], self.max_attempts)
+
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=wait,
             retry=retry,
-            sleep=sleep or (lambda seconds: _sleep_saying_so(seconds, what)),
-            before_sleep=lambda state: _say_retry(state, what, self.max_attempts),
+            sleep=sleep or (lambda seconds: _sleep_saying_so(seconds, retried[0])),
+            before_sleep=say_retry,
             reraise=False,
         )
 
 
-def _say_retry(state: tenacity.RetryCallState, what: str | None, max_attempts: int) -> None:
+def _say_retry(state: tenacity.RetryCallState, what: str, max_attempts: int) -> None:
     """Log why an attempt is tried again and after how long (secrets redacted)."""
     pause = state.upcoming_sleep
     logger.warning(
         "%s: attempt %d of %d failed (%s); trying again in %.1f s",
-        what or _request_of(state),
+        what,
         state.attempt_number,
         max_attempts,
         _why(state),
@@ -94,13 +100,13 @@ def _say_retry(state: tenacity.RetryCallState, what: str | None, max_attempts: i
     )
 
 
-def _sleep_saying_so(seconds: float, what: str | None) -> None:
+def _sleep_saying_so(seconds: float, what: str) -> None:
     """Sleep ``seconds``, saying every ``PROGRESS_SECONDS`` how long is left."""
     deadline = time.monotonic() + seconds
     said = False  # the retry's own message gave the whole pause
     while (left := deadline - time.monotonic()) > 0:
         if said and left >= 1:
-            logger.info("%s: %.0f s left before the next attempt", what or "request", left)
+            logger.info("%s: %.0f s left before the next attempt", what, left)
         said = True
         time.sleep(min(left, progress.PROGRESS_SECONDS))
 
