@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import requests
@@ -33,6 +33,7 @@ from mixpanel_assets.http_retry import (
     retry_after_header,
 )
 from mixpanel_assets.mixpanel.export_progress import ExportProgress
+from mixpanel_assets.mixpanel.export_stream import IncompleteExportError, LineScanner, consume
 from mixpanel_assets.mixpanel.rate_budget import SECOND_WINDOW_WAIT, RateBudget
 
 REGION_EXPORT_URLS = {
@@ -40,8 +41,6 @@ REGION_EXPORT_URLS = {
     "EU": "https://data-eu.mixpanel.com/api/2.0/export",
     "IN": "https://data-in.mixpanel.com/api/2.0/export",
 }
-_TRUNCATION_MARKERS = (b"terminated early", b"export terminated early")
-_READ_SIZE = 256 * 1024
 _Result = TypeVar("_Result")
 
 
@@ -55,10 +54,6 @@ class MixpanelExportError(RuntimeError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-class IncompleteExportError(RuntimeError):
-    """The response ended before the export was complete; retrying the request may succeed."""
 
 
 # What another attempt of the whole request may cure.
@@ -134,47 +129,6 @@ class ExportSummary:
             self.max_processing_time_ms = processed if current is None else max(current, processed)
 
 
-class _LineScanner:
-    """Splits a decompressed byte stream into lines on ``b"\\n"`` and summarises them."""
-
-    def __init__(self, on_line: Callable[[bytes], None]) -> None:
-        self._pending = b""
-        self._digest = hashlib.sha256()
-        self._on_line = on_line
-        self.byte_count = 0
-        self.line_count = 0
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        self._digest.update(data)
-        self.byte_count += len(data)
-        lines = (self._pending + data).split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._emit(line)
-
-    def finish(self) -> str:
-        """Flush the last line; raise if the stream was cut inside a record."""
-        if self._pending:
-            try:
-                orjson.loads(self._pending)
-            except orjson.JSONDecodeError:
-                raise IncompleteExportError(
-                    f"the export ended inside a record ({self._pending[:80]!r}...)"
-                ) from None
-            self._emit(self._pending)
-            self._pending = b""
-        return self._digest.hexdigest()
-
-    def _emit(self, line: bytes) -> None:
-        if line.strip() in _TRUNCATION_MARKERS:
-            raise IncompleteExportError("Mixpanel ended the export with 'terminated early'")
-        if line:
-            self.line_count += 1
-            self._on_line(line)
-
-
 class UnsplittableExportError(MixpanelExportError):
     """A multi-day export held a line whose day cannot be told."""
 
@@ -217,29 +171,6 @@ class _DaySplitter:
         for day, summary in self._summaries.items():
             summary.sha256 = self._digests[day].hexdigest()
         return self._summaries
-
-
-class _GzipStreamReader:
-    """Decompresses gzip members one after another (through ISA-L, about twice zlib's speed),
-    noticing a stream cut short."""
-
-    def __init__(self) -> None:
-        self._decompressor = isal_zlib.decompressobj(wbits=31)
-
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            out.append(self._decompressor.decompress(data))
-            data = self._decompressor.unused_data
-            if data:
-                self._decompressor = isal_zlib.decompressobj(wbits=31)
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        tail = self._decompressor.flush()
-        if not self._decompressor.eof:
-            raise IncompleteExportError("the gzip stream ended before its end marker")
-        return tail
 
 
 class MixpanelExportClient:
@@ -345,10 +276,10 @@ class MixpanelExportClient:
                     retry_after=wait,
                 )
         summary = ExportSummary()
-        scanner = _LineScanner(summary.observe)
+        scanner = LineScanner(summary.observe)
         try:
             with self._get(query, timeout=self._probe_timeout, budgeted=False) as response:
-                _consume(response, scanner, file=None)
+                consume(response, scanner, file=None)
             scanner.finish()
         except RetryLater as status:
             if status.message.startswith("HTTP 429"):
@@ -370,10 +301,10 @@ class MixpanelExportClient:
 
     def _count_once(self, query: ExportQuery, progress: ExportProgress) -> ExportSummary:
         summary = ExportSummary()
-        scanner = _LineScanner(summary.observe)
+        scanner = LineScanner(summary.observe)
         progress.watch(scanner)
         with self._get(query, progress=progress) as response:
-            _consume(response, scanner, file=None)
+            consume(response, scanner, file=None)
         scanner.finish()
         return summary
 
@@ -381,10 +312,10 @@ class MixpanelExportClient:
         self, query: ExportQuery, destination: Path, progress: ExportProgress
     ) -> ExportSummary:
         summary = ExportSummary()
-        scanner = _LineScanner(summary.observe)
+        scanner = LineScanner(summary.observe)
         progress.watch(scanner)
         with self._get(query, progress=progress) as response, destination.open("wb") as file:
-            _consume(response, scanner, file)
+            consume(response, scanner, file)
         summary.sha256 = scanner.finish()
         summary.byte_count = scanner.byte_count
         return summary
@@ -400,9 +331,9 @@ class MixpanelExportClient:
             _DaySplitter(destinations, day_of) as splitter,
             self._get(query, progress=progress) as response,
         ):
-            scanner = _LineScanner(splitter.route)
+            scanner = LineScanner(splitter.route)
             progress.watch(scanner)
-            _consume(response, scanner, file=None)
+            consume(response, scanner, file=None)
             scanner.finish()
         return splitter.summaries()
 
@@ -488,29 +419,6 @@ def _problem(error: BaseException | None) -> str:
     if isinstance(error, RetryLater | IncompleteExportError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-def _is_gzip(response: requests.Response) -> bool:
-    return response.headers.get("Content-Encoding", "").lower() == "gzip"
-
-
-def _consume(response: requests.Response, scanner: _LineScanner, file: BinaryIO | None) -> None:
-    """Feed the decompressed body to ``scanner``; keep it gzip-compressed in ``file`` if given."""
-    gzip_body = _is_gzip(response)
-    reader = _GzipStreamReader() if gzip_body else None
-    sink: BinaryIO | None = file
-    if file is not None and not gzip_body:
-        sink = gzip.GzipFile(fileobj=file, mode="wb", compresslevel=1, mtime=0)
-    try:
-        for chunk in response.raw.stream(_READ_SIZE, decode_content=False):
-            if sink is not None:
-                sink.write(chunk)
-            scanner.feed(reader.feed(chunk) if reader else chunk)
-        if reader:
-            scanner.feed(reader.finish())
-    finally:
-        if sink is not file and sink is not None:
-            sink.close()
 
 
 def _error_message(response: requests.Response) -> str:
