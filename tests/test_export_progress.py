@@ -24,7 +24,9 @@ ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
 
 
 def test_reports_come_every_15_seconds() -> None:
-    assert progress.PROGRESS_SECONDS == 15.0
+    from mixpanel_assets.aep import day_batch
+
+    assert progress.PROGRESS_SECONDS == 15.0 == day_batch.PROGRESS_SECONDS  # one cadence
 
 
 @pytest.mark.timeout(120)
