@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# The Dagster instance of `make demo`/`make dev`: SQLite under .dagster_home, configured by ./dagster.yaml.
+# The Dagster instance of `make demo`/`make dev`: SQLite under .dagster_home, configured by a copy
+# of ./dagster.yaml there (refreshed whenever ./dagster.yaml changes; `make dev` says so).
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 .PHONY: demo dev sandbox test test-fast bench lint lock clean

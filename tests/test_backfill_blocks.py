@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, RunsFilter, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, RunsFilter, materialize
 from dagster._core.execution.backfill import BulkActionStatus
 
 from mixpanel_assets.mixpanel.backfill_batching import BACKFILL_TAG
@@ -50,7 +50,7 @@ def _backfill(instance: DagsterInstance, first: date, last: date) -> str:
     return backfill.backfill_id
 
 
-def _run_day(instance: DagsterInstance, day: date, backfill_id: str) -> None:
+def _run_day(instance: DagsterInstance, day: date, backfill_id: str) -> ExecuteInProcessResult:
     defs = build_definitions()
     result = materialize(
         defs.assets,
@@ -61,6 +61,7 @@ def _run_day(instance: DagsterInstance, day: date, backfill_id: str) -> None:
         tags={BACKFILL_TAG: backfill_id},
     )
     assert result.success
+    return result
 
 
 def _exports(sandbox: LocalSandbox) -> list[tuple[str, str]]:
@@ -79,13 +80,22 @@ def test_a_block_is_exported_once_when_its_runs_come_one_by_one(
 ) -> None:
     days = [FIRST + timedelta(days=offset) for offset in range(14)]
     backfill_id = _backfill(instance, days[0], days[-1])
+    results = {}
     for day in days:  # each run submitted only after the one before has finished
-        _run_day(instance, day, backfill_id)
+        results[day] = _run_day(instance, day, backfill_id)
         assert _staging(sandbox, backfill_id).exists() == (day != days[-1])
     assert _exports(sandbox) == [
         (str(days[0]), str(days[6])),
         (str(days[7]), str(days[13])),
     ]
+    # Each run says its day came from its block's shared export, in its log and its metadata.
+    for day in (days[0], days[1], days[13]):
+        block = f"backfill block {days[7 * (day >= days[7])]}..{days[6 + 7 * (day >= days[7])]}"
+        (event,) = results[day].asset_materializations_for_node("mixpanel_raw_events")
+        assert event.metadata["export_source"].value == block
+        messages = [entry.user_message for entry in instance.all_logs(results[day].run_id)]
+        assert any(f"took {day} from the shared export of {block}: " in m for m in messages)
+        assert not any(m.startswith("exported ") for m in messages), messages
 
 
 @pytest.mark.timeout(300)

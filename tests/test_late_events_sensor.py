@@ -129,7 +129,7 @@ def test_a_day_whose_re_runs_keep_failing_is_asked_a_bounded_number_of_times(
         _failed_rerun(instance, DAY)
         paused = _tick(defs, instance, second.cursor)
         assert paused.run_requests == []
-        assert f"failed re-runs of ['{DAY}'] are asked again after a pause" in paused.skip_message
+        assert f"failed re-runs of {DAY} are asked again after a pause" in paused.skip_message
 
         cursor = json.loads(paused.cursor)
         cursor[DAY]["not_before"] = 0  # the pause (one sensor interval) is over
@@ -150,8 +150,8 @@ def test_a_day_whose_re_runs_keep_failing_is_asked_a_bounded_number_of_times(
         whole = _tick(defs, instance, again.cursor)
 
     assert given_up.run_requests == [] and again.run_requests == []
-    assert f"gave up on ['{DAY}'] after 3 failed re-runs" in given_up.skip_message
-    assert f"gave up on ['{DAY}']" in again.skip_message
+    assert f"gave up on {DAY} after 3 failed re-runs" in given_up.skip_message
+    assert f"gave up on {DAY} after" in again.skip_message
     (verdict,) = given_up.asset_events
     assert isinstance(verdict, AssetCheckEvaluation)
     assert verdict.check_name == "late_events_reloaded" and verdict.partition == DAY
@@ -179,8 +179,41 @@ def test_days_left_unprobed_for_lack_of_time_go_to_the_next_tick(
         monkeypatch.setattr(sensors, "TICK_SECONDS", sensors.PROBE_SECONDS)  # no time to probe
         hurried = _tick(defs, instance)
         assert hurried.run_requests == []
-        assert f"out of time before probing ['{DAY}'" in hurried.skip_message
+        assert f"out of time before probing {DAY}" in hurried.skip_message
         assert sandbox.mixpanel.request_log == []
         monkeypatch.setattr(sensors, "TICK_SECONDS", tick_seconds)
         unhurried = _tick(defs, instance, hurried.cursor)
     assert [request.partition_key for request in unhurried.run_requests] == [DAY]
+
+
+@pytest.mark.timeout(60)
+def test_a_tick_that_requests_nothing_says_why(
+    sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIXPANEL_ASSETS_LATE_DAYS", "3")
+    defs = build_definitions()
+    keys = [(datetime.now(UTC).date() - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    span = f"{keys[0]}..{keys[-1]}"
+    with instance_for_test() as instance:
+        nothing_loaded = _tick(defs, instance)
+        assert sandbox.mixpanel.request_log == []
+        _loaded(instance, DAY, watermark=2**62)  # every event of the day is older than that
+        settled = _tick(defs, instance, nothing_loaded.cursor)
+        _loaded(instance, DAY)  # now every event of the day is late: a re-run is requested
+        requested = _tick(defs, instance, settled.cursor)
+        pending = _tick(defs, instance, requested.cursor)
+    assert nothing_loaded.run_requests == []
+    assert nothing_loaded.skip_message == (
+        f"probed no day of {span}; none of them has been loaded into aep_ingested_batches "
+        "yet, and only loaded days are probed"
+    )
+    assert settled.skip_message == (
+        f"probed {DAY}: no late events, nothing to re-run; {keys[0]}, {keys[2]} not loaded "
+        "into aep_ingested_batches yet"
+    )
+    assert [request.partition_key for request in requested.run_requests] == [DAY]
+    assert pending.skip_message.startswith(f"probed no day of {span}; ")
+    assert (
+        f"late-events re-runs of {DAY} are queued, running or landed without a new watermark"
+        in pending.skip_message
+    )

@@ -36,6 +36,7 @@ from mixpanel_assets.mixpanel.export_client import (
 )
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.preflight import check_run_settings
+from mixpanel_assets.progress import iso_utc, size_text
 from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
@@ -46,6 +47,7 @@ MIXPANEL_POOL = "mixpanel_export"
 TOP_EVENTS_SHOWN = 10
 # Metadata key of the largest mp_processing_time_ms in the day: the late-events sensor's mark.
 WATERMARK = "watermark_processing_time_ms"
+OWN_REQUEST = "own request"
 
 
 def build_mixpanel_raw_events(
@@ -96,13 +98,13 @@ def build_mixpanel_raw_events(
             target = staging / "events.jsonl.gz"
             try:
                 if load is None:
-                    summary, request = _export_day(
+                    summary, request, source = _export_day(
                         context, day, mixpanel, client, partition_files, target
                     )
                 else:
                     query = mixpanel.query(day, day, load.where)
                     summary = client.export_to_file(query, target)
-                    request = query.params(client.project_id)
+                    request, source = query.params(client.project_id), OWN_REQUEST
             except MixpanelExportError as problem:
                 if problem.transient and context.retry_number < mixpanel.step_retries:
                     context.log.warning(f"{problem} Trying again later.")
@@ -112,14 +114,25 @@ def build_mixpanel_raw_events(
                     ) from problem
                 raise Failure(str(problem), allow_retries=False) from None
             request = {**request, "url": client.export_url}
+            stored_bytes = target.stat().st_size
             manifest = folder.publish(
                 {"events": target}, {**_manifest(summary, request), **day_state(load, request)}
             )
-        context.log.info(
-            f"exported {summary.line_count} events ({summary.byte_count} bytes) for {day} "
-            f"in {summary.attempts} attempt(s)"
-        )
-        metadata = _metadata(summary, manifest, folder.location("events", manifest))
+        size = size_text(summary.byte_count)
+        if source == OWN_REQUEST:
+            context.log.info(
+                f"exported {summary.line_count} events ({size}) for {day} "
+                f"in {summary.attempts} attempt(s)"
+            )
+        else:
+            context.log.info(
+                f"took {day} from the shared export of {source}: {summary.line_count} events "
+                f"({size}); that request took {summary.attempts} attempt(s)"
+            )
+        metadata = {
+            **_metadata(summary, manifest, folder.location("events", manifest), stored_bytes),
+            "export_source": source,
+        }
         return MaterializeResult(metadata={**metadata, **day_state_metadata(load)})
 
     return mixpanel_raw_events
@@ -132,8 +145,9 @@ def _export_day(
     client: MixpanelExportClient,
     partition_files: PartitionFiles,
     target: Path,
-) -> tuple[ExportSummary, dict[str, str]]:
-    """The day's export in ``target``: alone, or from its backfill block's shared request."""
+) -> tuple[ExportSummary, dict[str, str], str]:
+    """The day's export in ``target``, the request made and where the day came from: its own
+    request, or its backfill block's shared one (``backfill block <first>..<last>``)."""
     partitions_zone = context.assets_def.partitions_def.timezone
     if mixpanel.export_timezone() != partitions_zone:
         raise Failure(
@@ -163,23 +177,25 @@ def _export_day(
                 return _export_alone(client, mixpanel, day, target)
             days = staging.to_export(day, block)
             query = mixpanel.query(days[0], days[-1])
-            context.log.info(f"exporting {days[0]}..{days[-1]} in one request for the backfill")
+            context.log.info(
+                f"exporting {days[0]}..{days[-1]} in one request for backfill {backfill_id}"
+            )
             try:
                 staging.stage(client, query, mixpanel.export_day_of)
             except UnsplittableExportError as problem:
                 context.log.warning(f"{problem}; exporting {day} on its own")
                 return _export_alone(client, mixpanel, day, target)
-        taken = staging.take(day, target)
+        summary, request = staging.take(day, target)
         if staging.remove_if_all_taken(backfill_days(context.instance, backfill_id)):
             context.log.info("the backfill's last day is taken: its staging folder is removed")
-        return taken
+        return summary, request, f"backfill block {request['from_date']}..{request['to_date']}"
 
 
 def _export_alone(
     client: MixpanelExportClient, mixpanel: MixpanelResource, day: date, target: Path
-) -> tuple[ExportSummary, dict[str, str]]:
+) -> tuple[ExportSummary, dict[str, str], str]:
     query = mixpanel.query(day, day)
-    return client.export_to_file(query, target), query.params(client.project_id)
+    return client.export_to_file(query, target), query.params(client.project_id), OWN_REQUEST
 
 
 def _manifest(summary: ExportSummary, request: dict[str, str]) -> dict[str, object]:
@@ -193,20 +209,28 @@ def _manifest(summary: ExportSummary, request: dict[str, str]) -> dict[str, obje
         "unparseable_lines": summary.unparseable_lines,
         "attempts": summary.attempts,
         "request": request,
-        "exported_at": datetime.now(UTC).isoformat(),
+        "exported_at": iso_utc(datetime.now(UTC).timestamp()),
     }
 
 
-def _metadata(summary: ExportSummary, manifest: dict[str, object], location: str) -> dict:
+def _metadata(
+    summary: ExportSummary, manifest: dict[str, object], location: str, stored_bytes: int
+) -> dict:
     top_events = summary.event_counts.most_common(TOP_EVENTS_SHOWN)
+    watermark = summary.max_processing_time_ms
     return {
         "dagster/row_count": summary.line_count,
         "dagster/uri": MetadataValue.path(location),
-        "byte_count": summary.byte_count,
+        "size": f"{size_text(summary.byte_count)} of JSON lines, {size_text(stored_bytes)} "
+        "stored (gzip)",
+        "uncompressed_bytes": summary.byte_count,
+        "stored_bytes": stored_bytes,
         "sha256": summary.sha256,
         "min_event_time": _time_text(summary.min_time),
         "max_event_time": _time_text(summary.max_time),
-        WATERMARK: summary.max_processing_time_ms or 0,
+        WATERMARK: watermark or 0,
+        "watermark_processing_time": iso_utc(watermark / 1000) if watermark else "none",
+        "exported_at": str(manifest["exported_at"]),
         "unparseable_lines": summary.unparseable_lines,
         "export_attempts": summary.attempts,
         "request": MetadataValue.json(manifest["request"]),
@@ -223,4 +247,4 @@ def _time_text(raw_time: float | None) -> str:
     """Event times as exported (before any legacy-timezone correction), shown as UTC."""
     if raw_time is None:
         return "none"
-    return datetime.fromtimestamp(epoch_seconds(raw_time), UTC).isoformat()
+    return iso_utc(epoch_seconds(raw_time))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import requests
@@ -31,6 +32,8 @@ from mixpanel_assets.http_retry import (
     RetryPolicy,
     retry_after_header,
 )
+from mixpanel_assets.mixpanel.export_progress import ExportProgress
+from mixpanel_assets.mixpanel.export_stream import IncompleteExportError, LineScanner, consume
 from mixpanel_assets.mixpanel.rate_budget import SECOND_WINDOW_WAIT, RateBudget
 
 REGION_EXPORT_URLS = {
@@ -38,8 +41,6 @@ REGION_EXPORT_URLS = {
     "EU": "https://data-eu.mixpanel.com/api/2.0/export",
     "IN": "https://data-in.mixpanel.com/api/2.0/export",
 }
-_TRUNCATION_MARKERS = (b"terminated early", b"export terminated early")
-_READ_SIZE = 256 * 1024
 _Result = TypeVar("_Result")
 
 
@@ -53,10 +54,6 @@ class MixpanelExportError(RuntimeError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-class IncompleteExportError(RuntimeError):
-    """The response ended before the export was complete; retrying the request may succeed."""
 
 
 # What another attempt of the whole request may cure.
@@ -132,45 +129,6 @@ class ExportSummary:
             self.max_processing_time_ms = processed if current is None else max(current, processed)
 
 
-class _LineScanner:
-    """Splits a decompressed byte stream into lines on ``b"\\n"`` and summarises them."""
-
-    def __init__(self, on_line: Callable[[bytes], None]) -> None:
-        self._pending = b""
-        self._digest = hashlib.sha256()
-        self._on_line = on_line
-        self.byte_count = 0
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        self._digest.update(data)
-        self.byte_count += len(data)
-        lines = (self._pending + data).split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._emit(line)
-
-    def finish(self) -> str:
-        """Flush the last line; raise if the stream was cut inside a record."""
-        if self._pending:
-            try:
-                orjson.loads(self._pending)
-            except orjson.JSONDecodeError:
-                raise IncompleteExportError(
-                    f"the export ended inside a record ({self._pending[:80]!r}...)"
-                ) from None
-            self._emit(self._pending)
-            self._pending = b""
-        return self._digest.hexdigest()
-
-    def _emit(self, line: bytes) -> None:
-        if line.strip() in _TRUNCATION_MARKERS:
-            raise IncompleteExportError("Mixpanel ended the export with 'terminated early'")
-        if line:
-            self._on_line(line)
-
-
 class UnsplittableExportError(MixpanelExportError):
     """A multi-day export held a line whose day cannot be told."""
 
@@ -215,29 +173,6 @@ class _DaySplitter:
         return self._summaries
 
 
-class _GzipStreamReader:
-    """Decompresses gzip members one after another (through ISA-L, about twice zlib's speed),
-    noticing a stream cut short."""
-
-    def __init__(self) -> None:
-        self._decompressor = isal_zlib.decompressobj(wbits=31)
-
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            out.append(self._decompressor.decompress(data))
-            data = self._decompressor.unused_data
-            if data:
-                self._decompressor = isal_zlib.decompressobj(wbits=31)
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        tail = self._decompressor.flush()
-        if not self._decompressor.eof:
-            raise IncompleteExportError("the gzip stream ended before its end marker")
-        return tail
-
-
 class MixpanelExportClient:
     """Streams Raw Event Export responses to gzip files, retrying what is worth retrying."""
 
@@ -280,7 +215,9 @@ class MixpanelExportClient:
         Each attempt writes ``destination`` from scratch, so a failed attempt leaves nothing
         behind that could be mistaken for the export; the caller publishes the file atomically.
         """
-        return self._with_retries(query, lambda: self._export_once(query, destination))
+        return self._with_retries(
+            query, lambda progress: self._export_once(query, destination, progress)
+        )
 
     def export_days_to_files(
         self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
@@ -292,15 +229,24 @@ class MixpanelExportClient:
         one at a time instead.
         """
         return self._with_retries(
-            query, lambda: self._export_split_once(query, destinations, day_of)
+            query, lambda progress: self._export_split_once(query, destinations, day_of, progress)
         )
 
-    def _with_retries(self, query: ExportQuery, attempt_export: Callable[[], _Result]) -> _Result:
+    def _with_retries(
+        self, query: ExportQuery, attempt_export: Callable[[ExportProgress], _Result]
+    ) -> _Result:
         """Run ``attempt_export`` until it completes; each attempt restarts the streamed export
-        from scratch (tenacity, under the shared retry policy)."""
-        retrying = self._retry.retrying(tenacity.retry_if_exception_type(_RETRYABLE))
+        from scratch (tenacity, under the shared retry policy) and reports its progress."""
+        what = f"Mixpanel export {query.from_date}..{query.to_date}"
+        retrying = self._retry.retrying(tenacity.retry_if_exception_type(_RETRYABLE), what=what)
+        numbers = itertools.count(1)
+
+        def attempt() -> _Result:
+            with ExportProgress(what, next(numbers), self._retry.max_attempts) as progress:
+                return attempt_export(progress)
+
         try:
-            result = retrying(attempt_export)
+            result = retrying(attempt)
         except tenacity.RetryError as exhausted:
             raise MixpanelExportError(
                 f"Mixpanel export of {query.from_date}..{query.to_date} from {self.export_url} "
@@ -330,10 +276,10 @@ class MixpanelExportClient:
                     retry_after=wait,
                 )
         summary = ExportSummary()
-        scanner = _LineScanner(summary.observe)
+        scanner = LineScanner(summary.observe)
         try:
             with self._get(query, timeout=self._probe_timeout, budgeted=False) as response:
-                _consume(response, scanner, file=None)
+                consume(response, scanner, file=None)
             scanner.finish()
         except RetryLater as status:
             if status.message.startswith("HTTP 429"):
@@ -350,31 +296,44 @@ class MixpanelExportClient:
 
         Retried like an export; persistent trouble raises ``MixpanelExportError``.
         """
-        return self._with_retries(query, lambda: self._count_once(query)).line_count
+        summary = self._with_retries(query, lambda progress: self._count_once(query, progress))
+        return summary.line_count
 
-    def _count_once(self, query: ExportQuery) -> ExportSummary:
+    def _count_once(self, query: ExportQuery, progress: ExportProgress) -> ExportSummary:
         summary = ExportSummary()
-        scanner = _LineScanner(summary.observe)
-        with self._get(query) as response:
-            _consume(response, scanner, file=None)
+        scanner = LineScanner(summary.observe)
+        progress.watch(scanner)
+        with self._get(query, progress=progress) as response:
+            consume(response, scanner, file=None)
         scanner.finish()
         return summary
 
-    def _export_once(self, query: ExportQuery, destination: Path) -> ExportSummary:
+    def _export_once(
+        self, query: ExportQuery, destination: Path, progress: ExportProgress
+    ) -> ExportSummary:
         summary = ExportSummary()
-        scanner = _LineScanner(summary.observe)
-        with self._get(query) as response, destination.open("wb") as file:
-            _consume(response, scanner, file)
+        scanner = LineScanner(summary.observe)
+        progress.watch(scanner)
+        with self._get(query, progress=progress) as response, destination.open("wb") as file:
+            consume(response, scanner, file)
         summary.sha256 = scanner.finish()
         summary.byte_count = scanner.byte_count
         return summary
 
     def _export_split_once(
-        self, query: ExportQuery, destinations: dict[date, Path], day_of: Callable[[Any], date]
+        self,
+        query: ExportQuery,
+        destinations: dict[date, Path],
+        day_of: Callable[[Any], date],
+        progress: ExportProgress,
     ) -> dict[date, ExportSummary]:
-        with _DaySplitter(destinations, day_of) as splitter, self._get(query) as response:
-            scanner = _LineScanner(splitter.route)
-            _consume(response, scanner, file=None)
+        with (
+            _DaySplitter(destinations, day_of) as splitter,
+            self._get(query, progress=progress) as response,
+        ):
+            scanner = LineScanner(splitter.route)
+            progress.watch(scanner)
+            consume(response, scanner, file=None)
             scanner.finish()
         return splitter.summaries()
 
@@ -384,9 +343,10 @@ class MixpanelExportClient:
         *,
         timeout: tuple[float, float] | None = None,
         budgeted: bool = True,
+        progress: ExportProgress | None = None,
     ) -> requests.Response:
         if budgeted and self._budget is not None:
-            self._budget.wait_for_turn()
+            self._budget.wait_for_turn(progress.waiting_for_budget if progress else None)
         try:
             response = self._session.get(
                 self.export_url,
@@ -459,29 +419,6 @@ def _problem(error: BaseException | None) -> str:
     if isinstance(error, RetryLater | IncompleteExportError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-def _is_gzip(response: requests.Response) -> bool:
-    return response.headers.get("Content-Encoding", "").lower() == "gzip"
-
-
-def _consume(response: requests.Response, scanner: _LineScanner, file: BinaryIO | None) -> None:
-    """Feed the decompressed body to ``scanner``; keep it gzip-compressed in ``file`` if given."""
-    gzip_body = _is_gzip(response)
-    reader = _GzipStreamReader() if gzip_body else None
-    sink: BinaryIO | None = file
-    if file is not None and not gzip_body:
-        sink = gzip.GzipFile(fileobj=file, mode="wb", compresslevel=1, mtime=0)
-    try:
-        for chunk in response.raw.stream(_READ_SIZE, decode_content=False):
-            if sink is not None:
-                sink.write(chunk)
-            scanner.feed(reader.feed(chunk) if reader else chunk)
-        if reader:
-            scanner.feed(reader.finish())
-    finally:
-        if sink is not file and sink is not None:
-            sink.close()
 
 
 def _error_message(response: requests.Response) -> str:

@@ -44,10 +44,16 @@ class RateBudget:
         self._clock = clock
         self._sleep = sleep
 
-    def wait_for_turn(self) -> float:
-        """Block until this process may send one query; returns the seconds waited."""
-        delay = self.reserve() - self._clock()
+    def wait_for_turn(self, on_wait: Callable[[float, float], None] | None = None) -> float:
+        """Block until this process may send one query; returns the seconds waited.
+
+        ``on_wait(slot, delay)`` hears of a wait (the slot in epoch seconds) before it begins.
+        """
+        slot = self.reserve()
+        delay = slot - self._clock()
         if delay > 0:
+            if on_wait is not None:
+                on_wait(slot, delay)
             self._sleep(delay)
         return max(delay, 0.0)
 

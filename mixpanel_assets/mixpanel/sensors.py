@@ -12,7 +12,7 @@ rate-limited tick requests nothing and the next one tries again.
 """
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from dagster import (
@@ -80,10 +80,11 @@ def build_late_events_sensor(
         keys = partitions_def.get_partition_keys(current_time=datetime.now(UTC))[-recent_days:]
         client = mixpanel.get_client()
         run_requests, check_events = [], []
-        probe_failures, waiting, given_up, unprobed = [], [], [], []
+        days = _Days()
         for key in keys:
             watermark = _loaded_watermark(context, loaded_key, key)
             if watermark is None:
+                days.not_loaded.append(key)
                 continue
             entry = entries.get(key)
             if entry is not None and entry.watermark != watermark:
@@ -94,8 +95,9 @@ def build_late_events_sensor(
             retry_of = None
             if entry is not None:
                 retry_of = _failed_late_run(context, key, run_tags)
-                if retry_of is None:
-                    continue  # the re-run is pending, running, or landed without moving the mark
+                if retry_of is None:  # the re-run is pending, running, or landed without
+                    days.rerun_pending.append(key)  # moving the mark
+                    continue
                 if entry.requests >= max_reruns:
                     if not entry.reported:
                         check_events.append(_check(loaded_key, key, False, entry, max_reruns))
@@ -104,13 +106,13 @@ def build_late_events_sensor(
                             f"{key}: {entry.requests} late-events re-runs failed; no more are "
                             f"requested (see the check {CHECK_NAME})"
                         )
-                    given_up.append(key)
+                    days.given_up.append(key)
                     continue
                 if now < entry.not_before:
-                    waiting.append(key)
+                    days.waiting.append(key)
                     continue
             if time.monotonic() - started > TICK_SECONDS - PROBE_SECONDS:
-                unprobed = keys[keys.index(key) :]
+                days.unprobed = keys[keys.index(key) :]
                 break
             day = date.fromisoformat(key)
             query = replace(mixpanel.query(day, day, late_events_where(watermark)), limit=1)
@@ -125,8 +127,9 @@ def build_late_events_sensor(
                 )
             except MixpanelExportError as problem:
                 context.log.warning(f"late-event probe for {key} failed: {problem}")
-                probe_failures.append(key)
+                days.probe_failed.append(key)
                 continue
+            days.probed.append(key)
             if late:
                 entry = LateRerun(watermark, requests=entry.requests + 1 if entry else 1)
                 entry.not_before = now + entry.backoff_seconds(interval_seconds)
@@ -142,21 +145,62 @@ def build_late_events_sensor(
         cursor = dump_cursor(entries, keys)
         if run_requests:
             return SensorResult(run_requests=run_requests, cursor=cursor, asset_events=check_events)
-        reason = f"nothing to re-run in {keys[0]}..{keys[-1]}" if keys else "no closed days yet"
-        if probe_failures:
-            reason += f"; probes failed for {probe_failures}"
-        if waiting:
-            reason += f"; failed re-runs of {waiting} are asked again after a pause"
-        if given_up:
-            reason += (
-                f"; gave up on {given_up} after {max_reruns} failed re-runs: see the check "
-                f"{CHECK_NAME} and re-run them by hand"
-            )
-        if unprobed:
-            reason += f"; out of time before probing {unprobed}: the next tick goes on"
+        reason = days.skip_reason(keys, loaded_key.to_user_string(), max_reruns)
         return SensorResult(skip_reason=reason, cursor=cursor, asset_events=check_events)
 
     return late_events_sensor
+
+
+@dataclass
+class _Days:
+    """What a tick did with each recent day, for a skip reason that says why nothing ran."""
+
+    not_loaded: list[str] = field(default_factory=list)
+    rerun_pending: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)
+    probe_failed: list[str] = field(default_factory=list)
+    probed: list[str] = field(default_factory=list)
+    unprobed: list[str] = field(default_factory=list)
+
+    def skip_reason(self, keys: list[str], loaded_asset: str, max_reruns: int) -> str:
+        if not keys:
+            return "no day of the partitions has begun yet: nothing to probe"
+        span = f"{keys[0]}..{keys[-1]}"
+        if self.probed:
+            parts = [f"probed {_listed(self.probed)}: no late events, nothing to re-run"]
+        else:
+            parts = [f"probed no day of {span}"]
+        if len(self.not_loaded) == len(keys):
+            parts.append(
+                f"none of them has been loaded into {loaded_asset} yet, and only loaded days "
+                "are probed"
+            )
+        elif self.not_loaded:
+            parts.append(f"{_listed(self.not_loaded)} not loaded into {loaded_asset} yet")
+        if self.rerun_pending:
+            parts.append(
+                f"late-events re-runs of {_listed(self.rerun_pending)} are queued, running or "
+                "landed without a new watermark"
+            )
+        if self.probe_failed:
+            parts.append(f"probes failed for {_listed(self.probe_failed)} (see the tick's log)")
+        if self.waiting:
+            parts.append(f"failed re-runs of {_listed(self.waiting)} are asked again after a pause")
+        if self.given_up:
+            parts.append(
+                f"gave up on {_listed(self.given_up)} after {max_reruns} failed re-runs: see the "
+                f"check {CHECK_NAME} and re-run them by hand"
+            )
+        if self.unprobed:
+            parts.append(
+                f"out of time before probing {_listed(self.unprobed)}: the next tick goes on"
+            )
+        return "; ".join(parts)
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys)
 
 
 def _check(

@@ -61,8 +61,9 @@ def main() -> int:
 
 
 def _dagster_dev(environment: dict[str, str]) -> int:
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-w", "workspace.yaml"]
+    # `dagster dev`, saying which dagster.yaml configures the instance (see dagster_dev).
+    command = [sys.executable, "-m", "mixpanel_assets.sandbox.dagster_dev", "dev"]
+    command += ["-w", "workspace.yaml"]
     # Started in the background, this process may have inherited an ignored SIGINT; give
     # dagster dev its default handling back so that it can be stopped cleanly.
     process = subprocess.Popen(
