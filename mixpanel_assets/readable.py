@@ -1,22 +1,29 @@
-"""Metadata people read: instants as ISO 8601 UTC, sizes with units."""
+"""Words people read in logs and metadata: instants as ISO 8601 UTC, sizes with units."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-_UNITS = ("bytes", "kB", "MB", "GB", "TB")
+
+def iso_utc(epoch_seconds: float) -> str:
+    """``2026-11-01T08:30:00Z``: an instant as ISO 8601 UTC, to the second."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc_instant(epoch_ms: int | None) -> str:
-    """``2026-11-01T23:59:58.123000+00:00``; ``none`` when there is no instant."""
-    if epoch_ms is None:
+    """``2026-11-01T23:59:58.123Z``: a millisecond instant (a watermark) as ISO 8601 UTC, to the
+    millisecond; ``none`` when there is none."""
+    if not epoch_ms:
         return "none"
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat()
+    seconds, millis = divmod(int(epoch_ms), 1000)
+    return f"{iso_utc(seconds)[:-1]}.{millis:03d}Z"
 
 
-def data_size(count: int) -> str:
-    """A byte count in decimal units: ``812 bytes``, ``1.3 kB``, ``200.0 MB``."""
-    size, unit = float(count), 0
-    while size >= 1000 and unit < len(_UNITS) - 1:
-        size, unit = size / 1000, unit + 1
-    return f"{count} bytes" if unit == 0 else f"{size:.1f} {_UNITS[unit]}"
+def size_text(byte_count: int) -> str:
+    """A byte count people read: ``812 B``, ``3.4 kB``, ``82.1 MB``, ``1.2 GB`` (powers of 1000)."""
+    size = float(byte_count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")

@@ -24,9 +24,12 @@ ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
 
 
 def test_reports_come_every_15_seconds() -> None:
-    from mixpanel_assets.aep import day_batch
+    from mixpanel_assets.aep import day_batch, increments
+    from mixpanel_assets.xdm import assets as xdm_assets
 
-    assert progress.PROGRESS_SECONDS == 15.0 == day_batch.PROGRESS_SECONDS  # one cadence
+    assert progress.PROGRESS_SECONDS == 15.0  # one cadence, imported by every long step
+    assert day_batch.PROGRESS_SECONDS is increments.PROGRESS_SECONDS is progress.PROGRESS_SECONDS
+    assert xdm_assets.PROGRESS_SECONDS is progress.PROGRESS_SECONDS
 
 
 @pytest.mark.timeout(120)
@@ -94,10 +97,12 @@ def test_a_slow_export_reports_budget_waits_retries_and_progress_in_the_event_lo
     assert metadata["dagster/row_count"] == 400
     assert re.fullmatch(r"[\d.]+ kB of JSON lines, [\d.]+ kB stored \(gzip\)", metadata["size"])
     assert metadata["uncompressed_bytes"] > metadata["stored_bytes"] > 0
-    for key in ("min_event_time", "max_event_time", "watermark_processing_time", "exported_at"):
+    for key in ("min_event_time", "max_event_time", "exported_at"):
         assert re.fullmatch(ISO_UTC, metadata[key]), (key, metadata[key])
+    # The watermark keeps Mixpanel's millisecond.
+    assert re.fullmatch(ISO_UTC[:-1] + r"\.\d{3}Z", metadata["watermark_processing_time"])
     watermark = datetime.fromisoformat(metadata["watermark_processing_time"])
-    assert int(watermark.timestamp()) == metadata["watermark_processing_time_ms"] // 1000
+    assert round(watermark.timestamp() * 1000) == metadata["watermark_processing_time_ms"]
     assert metadata["export_source"] == "own request" and metadata["export_attempts"] == 2
 
 

@@ -82,3 +82,15 @@ def test_a_quarantine_near_its_limit_is_a_warning(
             if entry.level >= logging.WARNING
         ]
     assert len(loud) == 1 and "near or over it" in loud[0], loud
+
+
+def test_pytest_accepts_exactly_the_accepted_warnings() -> None:
+    """pytest resets warning filters per test: pyproject.toml must repeat the accepted list."""
+    import tomllib
+    from pathlib import Path
+
+    from mixpanel_assets.accepted_warnings import ACCEPTED
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    filters = pyproject["tool"]["pytest"]["ini_options"]["filterwarnings"]
+    assert filters == [f"ignore:{message}" for message in ACCEPTED]

@@ -18,7 +18,7 @@ from mixpanel_assets.pipeline import build_definitions
 from mixpanel_assets.sandbox.local_sandbox import ORG_ID, TENANT_ID, LocalSandbox, local_sandbox
 from mixpanel_assets.xdm.spec import default_rules
 
-SIZE = re.compile(r"\d+ bytes|\d+\.\d (kB|MB|GB|TB)")
+SIZE = re.compile(r"\d+ B|\d+\.\d (kB|MB|GB)")
 
 
 def _values(materialization: Any) -> dict[str, Any]:

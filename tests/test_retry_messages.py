@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mixpanel_assets import progress
-from mixpanel_assets.aep.client import AEPError
+from mixpanel_assets.aep.errors import AEPError
 from mixpanel_assets.sandbox.platform_emulator import PlatformEmulator
 from tests.platform_clients import emulator_client
 

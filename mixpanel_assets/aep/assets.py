@@ -48,7 +48,7 @@ from mixpanel_assets.intraday.open_day import DAY_COMPLETE
 from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS, WATERMARK
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.projects import FLAT, ProjectKeys
-from mixpanel_assets.readable import data_size, utc_instant
+from mixpanel_assets.readable import size_text, utc_instant
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles, PartitionFolder, PartitionMissingError
 from mixpanel_assets.xdm.assets import XDM_EVENTS
@@ -295,7 +295,7 @@ def _batch_metadata(result: DayBatchResult, settled: SettledDay) -> dict:
         "uploaded_records": result.uploaded_records,
         "failed_records": result.failed_record_count,
         "files": result.files,
-        "uploaded_size": data_size(result.bytes),
+        "uploaded_size": size_text(result.bytes),
     }
 
 

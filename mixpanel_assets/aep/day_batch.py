@@ -22,6 +22,7 @@ from isal import igzip
 
 from mixpanel_assets.aep.client import SUCCEEDED, AEPClient
 from mixpanel_assets.aep.errors import AEPError, AEPRefusal, BatchTimeoutError
+from mixpanel_assets.progress import PROGRESS_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -261,10 +262,6 @@ def _abort_quietly(client: AEPClient, batch_id: str) -> None:
         logger.warning(
             "could not abort batch %s (AEP will mark it abandoned): %s", batch_id, problem
         )
-
-
-# A long wait says what it is doing at least this often (status changes are said at once).
-PROGRESS_SECONDS = 15.0
 
 
 class _ProgressReport:

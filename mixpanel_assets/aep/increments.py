@@ -48,12 +48,12 @@ from mixpanel_assets.intraday.ledger import DayLedger, LedgerState
 from mixpanel_assets.intraday.loaded_keys import LoadedKeys
 from mixpanel_assets.intraday.open_day import DAY_COMPLETE, fresh_until
 from mixpanel_assets.mixpanel.assets import WATERMARK
+from mixpanel_assets.progress import PROGRESS_SECONDS
 from mixpanel_assets.storage import PartitionFolder
 
 # Catalog tag of an increment's batch: the processing-time range "start..end" it loaded.
 RANGE_TAG = "mixpanelAssetsLoadRange"
 _IDS_PER_LOOK_UP = 4096
-PROGRESS_SECONDS = 15.0
 
 
 @dataclass(frozen=True)

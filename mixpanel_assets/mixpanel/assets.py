@@ -36,8 +36,8 @@ from mixpanel_assets.mixpanel.export_client import (
 )
 from mixpanel_assets.mixpanel.resource import MixpanelResource
 from mixpanel_assets.preflight import check_run_settings
-from mixpanel_assets.progress import iso_utc, size_text
 from mixpanel_assets.projects import FLAT, ProjectKeys
+from mixpanel_assets.readable import iso_utc, size_text, utc_instant
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
 
@@ -229,7 +229,7 @@ def _metadata(
         "min_event_time": _time_text(summary.min_time),
         "max_event_time": _time_text(summary.max_time),
         WATERMARK: watermark or 0,
-        "watermark_processing_time": iso_utc(watermark / 1000) if watermark else "none",
+        "watermark_processing_time": utc_instant(watermark),
         "exported_at": str(manifest["exported_at"]),
         "unparseable_lines": summary.unparseable_lines,
         "export_attempts": summary.attempts,

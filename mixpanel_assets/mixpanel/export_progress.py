@@ -10,7 +10,8 @@ import time
 from types import TracebackType
 from typing import Protocol
 
-from mixpanel_assets.progress import Heartbeat, iso_utc, size_text
+from mixpanel_assets.progress import Heartbeat
+from mixpanel_assets.readable import iso_utc, size_text
 
 logger = logging.getLogger(__name__)
 # A wait for the rate budget shorter than this (Mixpanel's per-second window) goes unsaid.

@@ -21,8 +21,9 @@ from mixpanel_assets.intraday.open_day import DAY_COMPLETE
 from mixpanel_assets.intraday.seeding import earlier_loads_keys
 from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
+from mixpanel_assets.progress import PROGRESS_SECONDS
 from mixpanel_assets.projects import FLAT, ProjectKeys
-from mixpanel_assets.readable import data_size, utc_instant
+from mixpanel_assets.readable import size_text, utc_instant
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
 from mixpanel_assets.xdm.column_schema import xdm_column_schema
@@ -33,8 +34,6 @@ from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, MappingFileError, load_ru
 XDM_EVENTS = "xdm_experience_events"
 # The day's quarantine is logged as a warning from this fraction of max_quarantined_share on.
 QUARANTINE_WARNING_FRACTION = 0.8
-# While a day is mapped, its counts so far are logged at least this often.
-PROGRESS_SECONDS = 15.0
 
 
 def build_xdm_experience_events(
@@ -95,7 +94,7 @@ def build_xdm_experience_events(
                 on_progress=MappingProgress(context.log.info, raw_manifest["line_count"]),
             )
             sizes = {
-                role: data_size((staging / f"{role}.jsonl.gz").stat().st_size)
+                role: size_text((staging / f"{role}.jsonl.gz").stat().st_size)
                 for role in ("events", "quarantine")
             }
             manifest = folder.publish(
