@@ -87,6 +87,16 @@ INTEGRATION_MODULES = frozenset(
         "test_postgres_instance",
         "test_dg_cli",
         "test_xdm_checks",
+        "test_intraday",
+        "test_intraday_recovery",
+        "test_projects_pipeline",
+        "test_export_progress",
+        "test_operator_logs",
+        "test_readable_metadata",
+        "test_quiet_runs",
+        "test_mapping_progress",
+        "test_dagster_dev_message",
+        "test_retry_messages",
     }
 )
 

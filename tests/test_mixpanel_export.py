@@ -195,6 +195,7 @@ def _export_with_shared_budget(
     client.export_to_file(ExportQuery(DAY, DAY), target)
 
 
+@pytest.mark.integration  # several processes, and PostgreSQL
 @pytest.mark.parametrize("shared_through", ["files", "postgres"])
 def test_processes_share_one_budget_and_never_see_429(
     shared_through: str, tmp_path: Path, request: pytest.FixtureRequest
