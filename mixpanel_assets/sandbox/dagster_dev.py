@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 # The phrase of dagster dev's warning about a dagster.yaml in the current folder.
@@ -56,7 +57,9 @@ class _DropCopiedConfigWarning(logging.Filter):
 
 def main() -> int:
     """``python -m mixpanel_assets.sandbox.dagster_dev dev -w workspace.yaml`` = ``dagster dev``."""
-    from dagster._cli import main as dagster_cli  # the `dagster` command's own entry point
+    # The `dagster` command's own entry point, as the installed package declares it.
+    (entry,) = entry_points(group="console_scripts", name="dagster")
+    dagster_cli = entry.load()
 
     note, copied = instance_note(Path.cwd(), os.environ.get("DAGSTER_HOME"))
     print(note, flush=True)
