@@ -1,14 +1,26 @@
-"""A day mapped by worker processes gives the same files and counts as one mapped in-process."""
+"""A day mapped by worker processes gives the same files and counts as one mapped in-process,
+and the facts the checks judge it by are those of the files as written."""
 
 import gzip
+import hashlib
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mixpanel_assets.settings import ConfigError
-from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
+from mixpanel_assets.xdm.check_facts import id_digest, missing_required
+from mixpanel_assets.xdm.day_mapping import (
+    DayMappingStats,
+    _ChunkOutcome,
+    _FactsCollector,
+    duplicate_event_ids,
+    map_day,
+)
 from mixpanel_assets.xdm.mapping import MappingSpec
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
@@ -75,3 +87,62 @@ def test_a_negative_worker_count_names_its_variable() -> None:
         XdmMappingResource(tenant_id="acme", workers=-2).worker_count()
     assert XdmMappingResource(tenant_id="acme", workers=0).worker_count() is None
     assert XdmMappingResource(tenant_id="acme", workers=3).worker_count() == 3
+
+
+def test_the_checks_facts_are_those_of_the_files_as_written(tmp_path: Path) -> None:
+    raw = _raw_day(tmp_path / "raw.jsonl.gz", 6000)
+    stats, events, quarantined = _map(raw, tmp_path / "pooled", workers=2)
+    facts = stats.check_facts
+    out = tmp_path / "pooled"
+    assert facts["events_sha256"] == hashlib.sha256((out / "events.gz").read_bytes()).hexdigest()
+    assert (
+        facts["quarantine_sha256"]
+        == hashlib.sha256((out / "quarantine.gz").read_bytes()).hexdigest()
+    )
+    lines = events.splitlines()
+    assert facts["records"] == facts["ids_read"] == len(lines) == stats.records
+    assert facts["quarantine_lines"] == len(quarantined.splitlines()) == stats.quarantined
+    # The checks' own way over the file finds what the facts say: no problem, no repeated _id.
+    now = datetime.now(UTC)
+    assert not any(missing_required(orjson.loads(line), now) for line in lines)
+    assert duplicate_event_ids(out / "events.gz", tmp_path, 5)[:2] == (len(lines), 0)
+    assert (facts["records_with_problems"], facts["repeated_ids"]) == (0, 0)
+
+
+def test_facts_number_the_written_records_around_dropped_ones(tmp_path: Path) -> None:
+    records = [orjson.dumps({"_id": name}) + b"\n" for name in ("a", "b", "c", "a", "d")]
+    outcome = _ChunkOutcome(
+        5, 0, bytearray(), bytearray(), records, [], [], [],
+        bytearray(b"".join(id_digest(name) for name in ("a", "b", "c", "a"))),
+        [4],  # the fifth record has no string _id
+        [(1, "dropped"), (2, "third"), (4, "fifth")],
+    )  # fmt: skip
+    collector = _FactsCollector(tmp_path)
+    try:
+        collector.add(outcome, {1}, [records[0], *records[2:]])  # the second one was dropped
+    finally:
+        collector.close()
+    assert collector.problem_examples == ["record 2: third", "record 4: fifth"]
+    assert collector.repeated_examples == ["record 3: _id 'a' came before"]
+    assert (collector.records, collector.ids_read, collector.repeated) == (4, 3, 1)
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53), 2**53)
+        | st.text(alphabet='nul"[]{} x', max_size=6),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(alphabet='nul"[]{}x', max_size=4), children, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_the_required_fields_judge_skips_the_empty_value_walk_only_when_it_is_sound(
+    value: object,
+) -> None:
+    record = {"_id": "x", "identityMap": {"A": [{"primary": True}]}, "v": value}
+    now = datetime.now(UTC)
+    assert missing_required(record, now, orjson.dumps(record)) == missing_required(record, now)

@@ -101,6 +101,8 @@ def build_xdm_experience_events(
                     "day_raw_lines": stats.raw_lines + (keys.earlier_raw_lines if keys else 0),
                     "day_quarantined": stats.quarantined
                     + (keys.earlier_quarantined if keys else 0),
+                    # What the checks judge these files by, taken as they were written.
+                    "check_facts": stats.check_facts,
                 },
             )
         if stats.quarantined:

@@ -24,12 +24,21 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from isal import igzip
 
+from mixpanel_assets.xdm.check_facts import (
+    EXAMPLES_SHOWN,
+    HashingFile,
+    facts_summary,
+    id_digest,
+    judged_now,
+    missing_required,
+)
 from mixpanel_assets.xdm.mapping import (
     DEDUP_KEY_BYTES,
     InvalidEvent,
@@ -76,6 +85,8 @@ class DayMappingStats:
     event_types: Counter[str] = field(default_factory=Counter)
     # mp_processing_time_ms minus the event's instant, in minutes, for events not imported.
     processing_lag_minutes: Counter[int] = field(default_factory=Counter)
+    # What the checks judge the written files by (``check_facts``), taken as they were written.
+    check_facts: dict[str, Any] = field(default_factory=dict)
 
     def processing_lag_summary(self) -> dict[str, Any]:
         """How far Mixpanel's processing trailed the events that came in live (not /import)."""
@@ -172,6 +183,10 @@ class _ChunkOutcome(NamedTuple):
     event_types: list[str]
     lag_minutes: list[int | None]  # processing lag, None for imported events
     quarantined: list[tuple[int, bytes, list[str]]]
+    # For the checks, judged on each written record apart from the mapping (``check_facts``):
+    id_digests: bytearray  # each record's ``_id`` digest (``id_digest``), back to back
+    without_id: list[int]  # the records (indices in ``records``) with no string ``_id``: none
+    problems: list[tuple[int, str]]  # (index in ``records``, what the required fields miss)
 
 
 def usable_cpus() -> int:
@@ -218,17 +233,39 @@ def map_day(
     seen = SeenKeys(work_dir / "seen-ids", tag_bytes=KEY_TAG_BYTES)
     if wrap_seen is not None:
         seen = wrap_seen(seen)
+    facts = _FactsCollector(work_dir)
+    events_file, quarantine_file = HashingFile(events_path), HashingFile(quarantine_path)
     try:
         with (
             igzip.open(raw_path, "rb") as raw,
-            igzip.open(events_path, "wb", compresslevel=_COMPRESS_LEVEL) as events,
-            igzip.open(quarantine_path, "wb", compresslevel=_COMPRESS_LEVEL) as quarantine,
+            _gzip_writer(events_file) as events,
+            _gzip_writer(quarantine_file) as quarantine,
         ):
             for chunk, outcomes in _mapped_chunks(_chunks(raw), spec, workers):
-                _place(chunk, outcomes, seen, stats, events, quarantine)
+                _place(chunk, outcomes, seen, stats, events, quarantine, facts)
     finally:
         seen.close()
+        facts.close()
+        events_file.close()
+        quarantine_file.close()
+    stats.check_facts = facts_summary(
+        events_sha256=events_file.sha256(),
+        quarantine_sha256=quarantine_file.sha256(),
+        records=facts.records,
+        problems=facts.problems,
+        problem_examples=facts.problem_examples,
+        ids_read=facts.ids_read,
+        repeated_ids=facts.repeated,
+        repeated_examples=facts.repeated_examples,
+        quarantine_lines=facts.quarantine_lines,
+    )
     return stats
+
+
+def _gzip_writer(target: HashingFile) -> igzip.IGzipFile:
+    """A gzip stream into ``target``, its header naming the file as ``igzip.open`` would, with
+    no time in it: the same records give the same bytes (and SHA-256)."""
+    return igzip.IGzipFile(target.name, "wb", _COMPRESS_LEVEL, fileobj=target, mtime=0)  # type: ignore[arg-type]
 
 
 def _chunks(raw: IO[bytes]) -> Iterator[bytes]:
@@ -311,9 +348,10 @@ def _map_chunk_in_worker(chunk: bytes) -> _ChunkOutcome:
 
 def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
     """The outcome of every non-empty line of ``chunk``."""
-    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [])
+    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [], bytearray(), [], [])
     index = -1
     validated_in_full = 0
+    now = judged_now()
     for index, line in enumerate(filter(None, chunk.split(b"\n"))):
         mapped = map_line(line, spec)
         if isinstance(mapped, list):
@@ -324,7 +362,9 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
         validated_in_full += mapped.validated_in_full
         outcome.event_ids.extend(bytes.fromhex(record["_id"]))
         outcome.dedup_keys.extend(mapped.dedup_key)
-        outcome.records.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        _judge_written(record, line, now, outcome)
+        outcome.records.append(line)
         outcome.event_types.append(record["eventType"])
         outcome.lag_minutes.append(
             None
@@ -334,6 +374,71 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
     return outcome._replace(lines=index + 1, validated_in_full=validated_in_full)
 
 
+def _judge_written(
+    record: dict[str, Any], line: bytes, now: datetime, outcome: _ChunkOutcome
+) -> None:
+    """The checks' facts of one written record (its index: ``len(outcome.records)``)."""
+    identifier = record.get("_id")
+    if isinstance(identifier, str):
+        outcome.id_digests.extend(id_digest(identifier))
+    else:
+        outcome.without_id.append(len(outcome.records))
+    missing = missing_required(record, now, line)
+    if missing:
+        outcome.problems.append((len(outcome.records), missing))
+
+
+class _FactsCollector:
+    """The checks' facts of the day, a chunk at a time, in the written files' order."""
+
+    def __init__(self, work_dir: Path) -> None:
+        from mixpanel_assets.xdm.seen_keys import SeenKeys
+
+        self._ids = SeenKeys(work_dir / "written-ids", tag_bytes=0)
+        self.records = self.problems = self.ids_read = self.repeated = self.quarantine_lines = 0
+        self.problem_examples: list[str] = []
+        self.repeated_examples: list[str] = []
+
+    def add(self, outcome: _ChunkOutcome, dropped: set[int], written: list[bytes]) -> None:
+        """``outcome``'s records but ``dropped`` (indices) are ``written``, in order."""
+        first = self.records + 1
+        digests = _pieces(outcome.id_digests, _EVENT_ID_BYTES)
+        if dropped or outcome.without_id:  # rare: number the written records one by one
+            without_id, remaining = set(outcome.without_id), iter(digests)
+            number: dict[int, int] = {}
+            with_id, digests = [], []
+            for index in range(len(outcome.records)):
+                digest = None if index in without_id else next(remaining)
+                if index not in dropped:
+                    number[index] = first + len(number)
+                    if digest is not None:
+                        with_id.append(index)
+                        digests.append(digest)
+        else:
+            number = dict(zip(range(len(written)), range(first, first + len(written)), strict=True))
+            with_id = list(range(len(written)))
+        for index, missing in outcome.problems:
+            if index in number:
+                self.problems += 1
+                if len(self.problem_examples) < EXAMPLES_SHOWN:
+                    self.problem_examples.append(f"record {number[index]}: {missing}")
+        for index, earlier in zip(
+            with_id, self._ids.add_all(digests, [b""] * len(digests)), strict=True
+        ):
+            if earlier is not None:
+                self.repeated += 1
+                if len(self.repeated_examples) < EXAMPLES_SHOWN:
+                    identifier = orjson.loads(outcome.records[index])["_id"]
+                    self.repeated_examples.append(
+                        f"record {number[index]}: _id {identifier!r} came before"
+                    )
+        self.ids_read += len(digests)
+        self.records += len(written)
+
+    def close(self) -> None:
+        self._ids.close()
+
+
 def _place(
     chunk: bytes,
     outcome: _ChunkOutcome,
@@ -341,6 +446,7 @@ def _place(
     stats: DayMappingStats,
     events: IO[bytes],
     quarantine: IO[bytes],
+    facts: _FactsCollector,
 ) -> None:
     """Write one chunk's records (or count them as duplicates) and quarantined lines.
 
@@ -382,11 +488,12 @@ def _place(
                 "keeps one record per _id"
             ],
         )
+    dropped = set(repeats)
     if repeats:
-        dropped = set(repeats)
         records = [record for index, record in enumerate(outcome.records) if index not in dropped]
     else:
         records = outcome.records
+    facts.add(outcome, dropped, records)
     del lags[None]
     stats.records += len(records)
     stats.event_types.update(+event_types)
@@ -406,6 +513,7 @@ def _place(
             stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
             entries.append(_quarantine_entry(number, line, reasons))
         quarantine.write(b"\n".join(entries) + b"\n")
+        facts.quarantine_lines += len(entries)
 
 
 def _pieces(joined: bytearray, size: int) -> list[bytes]:
