@@ -22,6 +22,7 @@ from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.storage import PartitionFiles
 from mixpanel_assets.xdm.day_mapping import map_day
 from mixpanel_assets.xdm.resource import XdmMappingResource
+from mixpanel_assets.xdm.schema_fingerprint import proved_fingerprint
 
 XDM_EVENTS = "xdm_experience_events"
 
@@ -103,6 +104,8 @@ def build_xdm_experience_events(
                     + (keys.earlier_quarantined if keys else 0),
                     # What the checks judge these files by, taken as they were written.
                     "check_facts": stats.check_facts,
+                    # The schema the records are proven to fit (None: no proof for it).
+                    "proved_schema_sha256": proved_fingerprint(spec),
                 },
             )
         if stats.quarantined:
