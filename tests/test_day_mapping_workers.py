@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mixpanel_assets.settings import ConfigError
-from mixpanel_assets.xdm.check_facts import id_digest, missing_required
+from mixpanel_assets.xdm.check_facts import missing_required
 from mixpanel_assets.xdm.day_mapping import (
     DayMappingStats,
     _ChunkOutcome,
@@ -110,21 +110,20 @@ def test_the_checks_facts_are_those_of_the_files_as_written(tmp_path: Path) -> N
 
 
 def test_facts_number_the_written_records_around_dropped_ones(tmp_path: Path) -> None:
-    records = [orjson.dumps({"_id": name}) + b"\n" for name in ("a", "b", "c", "a", "d")]
+    ids = ["a" * 64, "b" * 64, "c" * 64, "a" * 64, "d" * 64]
+    records = [orjson.dumps({"_id": identifier}) + b"\n" for identifier in ids]
     outcome = _ChunkOutcome(
-        5, 0, bytearray(), bytearray(), records, [], [], [],
-        bytearray(b"".join(id_digest(name) for name in ("a", "b", "c", "a"))),
-        [4],  # the fifth record has no string _id
-        [(1, "dropped"), (2, "third"), (4, "fifth")],
-    )  # fmt: skip
+        5, 0, bytearray(), bytearray(), records, [], [], [], [(1, "dropped"), (2, "third")]
+    )
+    kept = [0, 2, 3, 4]  # the second record was dropped as a repeat
     collector = _FactsCollector(tmp_path)
     try:
-        collector.add(outcome, {1}, [records[0], *records[2:]])  # the second one was dropped
+        collector.add(outcome, kept, [bytes.fromhex(ids[index]) for index in kept])
     finally:
         collector.close()
-    assert collector.problem_examples == ["record 2: third", "record 4: fifth"]
-    assert collector.repeated_examples == ["record 3: _id 'a' came before"]
-    assert (collector.records, collector.ids_read, collector.repeated) == (4, 3, 1)
+    assert collector.problem_examples == ["record 2: third"]
+    assert collector.repeated_examples == [f"record 3: _id {'a' * 64!r} came before"]
+    assert (collector.records, collector.ids_read, collector.repeated) == (4, 4, 1)
 
 
 @given(

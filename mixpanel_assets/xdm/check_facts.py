@@ -2,8 +2,8 @@
 
 The checks must stay independent judges of the files, so nothing here is the mapping's logic:
 ``missing_required`` judges each written record as AEP's required-field rules do, the ``_id``s
-of the written records go into a set of their own (``seen_keys``, digested as the check's
-fallback digests them), and the files' SHA-256 is taken from the very bytes written. The checks
+of the written records go into a set of their own (``seen_keys``), and the files' SHA-256 is
+taken from the very bytes written. The checks
 trust these facts only for the files they were taken from (``events_sha256``,
 ``quarantine_sha256`` in the manifest); any other file is read and judged again.
 """
@@ -21,9 +21,6 @@ from mixpanel_assets.xdm.schema import empty_value_paths, is_rfc3339
 EXAMPLES_SHOWN = 5
 FACTS = "check_facts"  # the manifest's key
 _CLOCK_SKEW = timedelta(seconds=FUTURE_TOLERANCE_SECONDS)
-# What any null or empty value becomes in orjson's compact output (a line without any of them
-# holds none; one with them may, inside a string, and is scanned in full).
-_EMPTY_TOKENS = (b"null", b'""', b"[]", b"{}")
 _HASH_BLOCK = 1 << 20
 
 
@@ -47,17 +44,19 @@ def missing_required(record: Any, now: datetime, compact_line: bytes | None = No
     )
     if primaries != 1:
         missing.append(f"exactly one primary identity (found {primaries})")
-    if compact_line is None or any(token in compact_line for token in _EMPTY_TOKENS):
+    # What any null or empty value becomes in orjson's compact output: a line without any of
+    # them holds none; one with them may (or hold them inside a string), and is walked.
+    if (
+        compact_line is None
+        or b"null" in compact_line
+        or b'""' in compact_line
+        or b"[]" in compact_line
+        or b"{}" in compact_line
+    ):
         empty = empty_value_paths(record)
         if empty:
             missing.append(f"non-empty values at {', '.join(empty)}")
     return ", ".join(missing)
-
-
-def id_digest(identifier: str) -> bytes:
-    """The 32 bytes that stand for an ``_id`` in the uniqueness check's set: equal ``_id``s
-    give equal digests, and two different ones colliding is as unlikely as for SHA-256."""
-    return hashlib.blake2b(identifier.encode(), digest_size=32).digest()
 
 
 class HashingFile:

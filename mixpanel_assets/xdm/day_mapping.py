@@ -24,7 +24,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -35,7 +34,6 @@ from mixpanel_assets.xdm.check_facts import (
     EXAMPLES_SHOWN,
     HashingFile,
     facts_summary,
-    id_digest,
     judged_now,
     missing_required,
 )
@@ -183,10 +181,9 @@ class _ChunkOutcome(NamedTuple):
     event_types: list[str]
     lag_minutes: list[int | None]  # processing lag, None for imported events
     quarantined: list[tuple[int, bytes, list[str]]]
-    # For the checks, judged on each written record apart from the mapping (``check_facts``):
-    id_digests: bytearray  # each record's ``_id`` digest (``id_digest``), back to back
-    without_id: list[int]  # the records (indices in ``records``) with no string ``_id``: none
-    problems: list[tuple[int, str]]  # (index in ``records``, what the required fields miss)
+    # For the checks: what ``missing_required`` finds in a written record, by its index in
+    # ``records`` (judged apart from the mapping, see ``check_facts``).
+    problems: list[tuple[int, str]]
 
 
 def usable_cpus() -> int:
@@ -348,7 +345,7 @@ def _map_chunk_in_worker(chunk: bytes) -> _ChunkOutcome:
 
 def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
     """The outcome of every non-empty line of ``chunk``."""
-    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [], bytearray(), [], [])
+    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [], [])
     index = -1
     validated_in_full = 0
     now = judged_now()
@@ -363,7 +360,9 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
         outcome.event_ids.extend(bytes.fromhex(record["_id"]))
         outcome.dedup_keys.extend(mapped.dedup_key)
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        _judge_written(record, line, now, outcome)
+        missing = missing_required(record, now, line)
+        if missing:
+            outcome.problems.append((len(outcome.records), missing))
         outcome.records.append(line)
         outcome.event_types.append(record["eventType"])
         outcome.lag_minutes.append(
@@ -374,57 +373,33 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
     return outcome._replace(lines=index + 1, validated_in_full=validated_in_full)
 
 
-def _judge_written(
-    record: dict[str, Any], line: bytes, now: datetime, outcome: _ChunkOutcome
-) -> None:
-    """The checks' facts of one written record (its index: ``len(outcome.records)``)."""
-    identifier = record.get("_id")
-    if isinstance(identifier, str):
-        outcome.id_digests.extend(id_digest(identifier))
-    else:
-        outcome.without_id.append(len(outcome.records))
-    missing = missing_required(record, now, line)
-    if missing:
-        outcome.problems.append((len(outcome.records), missing))
-
-
 class _FactsCollector:
-    """The checks' facts of the day, a chunk at a time, in the written files' order."""
+    """The checks' facts of the day, a chunk at a time, in the written files' order.
+
+    The written records' ``_id``s go into a set of their own, apart from the one the mapping
+    drops repeats with: the check's judge of the files, not the mapping's word. Each ``_id``
+    stands as the 32 bytes of its hex digits (``event_ids``), as exact as the ``_id`` itself.
+    """
 
     def __init__(self, work_dir: Path) -> None:
         from mixpanel_assets.xdm.seen_keys import SeenKeys
 
-        self._ids = SeenKeys(work_dir / "written-ids", tag_bytes=0)
+        # A smaller filter than the mapping's set: 32 bits a key at 1M records, 6 at 5M.
+        self._ids = SeenKeys(work_dir / "written-ids", tag_bytes=0, filter_bits=1 << 25)
         self.records = self.problems = self.ids_read = self.repeated = self.quarantine_lines = 0
         self.problem_examples: list[str] = []
         self.repeated_examples: list[str] = []
 
-    def add(self, outcome: _ChunkOutcome, dropped: set[int], written: list[bytes]) -> None:
-        """``outcome``'s records but ``dropped`` (indices) are ``written``, in order."""
-        first = self.records + 1
-        digests = _pieces(outcome.id_digests, _EVENT_ID_BYTES)
-        if dropped or outcome.without_id:  # rare: number the written records one by one
-            without_id, remaining = set(outcome.without_id), iter(digests)
-            number: dict[int, int] = {}
-            with_id, digests = [], []
-            for index in range(len(outcome.records)):
-                digest = None if index in without_id else next(remaining)
-                if index not in dropped:
-                    number[index] = first + len(number)
-                    if digest is not None:
-                        with_id.append(index)
-                        digests.append(digest)
-        else:
-            number = dict(zip(range(len(written)), range(first, first + len(written)), strict=True))
-            with_id = list(range(len(written)))
+    def add(self, outcome: _ChunkOutcome, kept: list[int], event_ids: list[bytes]) -> None:
+        """The written records: ``outcome``'s at the indices ``kept``, with their ``event_ids``."""
+        number = {index: self.records + position for position, index in enumerate(kept, 1)}
         for index, missing in outcome.problems:
             if index in number:
                 self.problems += 1
                 if len(self.problem_examples) < EXAMPLES_SHOWN:
                     self.problem_examples.append(f"record {number[index]}: {missing}")
-        for index, earlier in zip(
-            with_id, self._ids.add_all(digests, [b""] * len(digests)), strict=True
-        ):
+        firsts = self._ids.add_all(event_ids, [b""] * len(event_ids))
+        for index, earlier in zip(kept, firsts, strict=True):
             if earlier is not None:
                 self.repeated += 1
                 if len(self.repeated_examples) < EXAMPLES_SHOWN:
@@ -432,8 +407,8 @@ class _FactsCollector:
                     self.repeated_examples.append(
                         f"record {number[index]}: _id {identifier!r} came before"
                     )
-        self.ids_read += len(digests)
-        self.records += len(written)
+        self.ids_read += len(event_ids)
+        self.records += len(kept)
 
     def close(self) -> None:
         self._ids.close()
@@ -488,12 +463,14 @@ def _place(
                 "keeps one record per _id"
             ],
         )
-    dropped = set(repeats)
     if repeats:
-        records = [record for index, record in enumerate(outcome.records) if index not in dropped]
+        dropped = set(repeats)
+        kept = [index for index in range(len(outcome.records)) if index not in dropped]
+        records = [outcome.records[index] for index in kept]
+        facts.add(outcome, kept, [event_ids[index] for index in kept])
     else:
         records = outcome.records
-    facts.add(outcome, dropped, records)
+        facts.add(outcome, list(range(len(records))), event_ids)
     del lags[None]
     stats.records += len(records)
     stats.event_types.update(+event_types)
