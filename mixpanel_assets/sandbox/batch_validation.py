@@ -35,6 +35,7 @@ PARALLEL_MIN_BYTES = 256 * 1024 * 1024
 # Slices per PARALLEL_MIN_BYTES: small enough that the workers finish at about the same time.
 _SLICES_PER_THRESHOLD = 4
 _ROW_GROUP = 50_000
+_READ_BYTES = 1 << 20
 RECORD_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("_id", "timestamp", "eventType", "batch_id", "record")]
 )
@@ -159,17 +160,18 @@ def _cut(path: Path, slice_bytes: int) -> Iterator[_Slice]:
 
 
 def _lines(piece: _Slice) -> Iterator[bytes]:
-    """The slice's non-blank lines, stripped."""
+    """The slice's non-blank lines, stripped (read a block at a time: a line at a time from the
+    file cost 4 µs a line, a third of validating it)."""
     with piece.path.open("rb") as source:
         source.seek(piece.start)
-        left = piece.end - piece.start
-        for raw in source:
-            line = raw.strip()
-            if line:
-                yield line
-            left -= len(raw)
-            if left <= 0:
-                break
+        left, rest = piece.end - piece.start, b""
+        while left > 0 and (block := source.read(min(left, _READ_BYTES))):
+            left -= len(block)
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            yield from filter(None, map(bytes.strip, lines))
+        if line := rest.strip():
+            yield line
 
 
 def _validate_slices(
