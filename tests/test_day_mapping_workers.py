@@ -9,8 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.xdm.check_facts import missing_required
@@ -124,24 +122,3 @@ def test_facts_number_the_written_records_around_dropped_ones(tmp_path: Path) ->
     assert collector.problem_examples == ["record 2: third"]
     assert collector.repeated_examples == [f"record 3: _id {'a' * 64!r} came before"]
     assert (collector.records, collector.ids_read, collector.repeated) == (4, 4, 1)
-
-
-@given(
-    st.recursive(
-        st.none()
-        | st.booleans()
-        | st.integers(-(2**53), 2**53)
-        | st.text(alphabet='nul"[]{} x', max_size=6),
-        lambda children: (
-            st.lists(children, max_size=3)
-            | st.dictionaries(st.text(alphabet='nul"[]{}x', max_size=4), children, max_size=3)
-        ),
-        max_leaves=12,
-    )
-)
-def test_the_required_fields_judge_skips_the_empty_value_walk_only_when_it_is_sound(
-    value: object,
-) -> None:
-    record = {"_id": "x", "identityMap": {"A": [{"primary": True}]}, "v": value}
-    now = datetime.now(UTC)
-    assert missing_required(record, now, orjson.dumps(record)) == missing_required(record, now)

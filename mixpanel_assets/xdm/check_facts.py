@@ -24,12 +24,8 @@ _CLOCK_SKEW = timedelta(seconds=FUTURE_TOLERANCE_SECONDS)
 _HASH_BLOCK = 1 << 20
 
 
-def missing_required(record: Any, now: datetime, compact_line: bytes | None = None) -> str:
-    """What AEP's required-field rules find missing in ``record`` ('' when nothing).
-
-    ``compact_line`` is ``record`` as orjson wrote it, if at hand: without any token an empty
-    value writes, the record holds none, and the walk through it is skipped.
-    """
+def missing_required(record: Any, now: datetime) -> str:
+    """What AEP's required-field rules find missing in ``record`` ('' when nothing)."""
     if not isinstance(record, dict):
         return "a JSON object"
     missing = [name for name in ("_id", "timestamp") if not record.get(name)]
@@ -39,23 +35,16 @@ def missing_required(record: Any, now: datetime, compact_line: bytes | None = No
     elif timestamp and datetime.fromisoformat(timestamp.replace("z", "Z")) > now + _CLOCK_SKEW:
         missing.append(f"a timestamp in the past (found {timestamp})")
     identities = record.get("identityMap") or {}
-    primaries = sum(
-        1 for items in identities.values() for item in items if item.get("primary") is True
-    )
+    primaries = 0
+    for items in identities.values():
+        for item in items:
+            if item.get("primary") is True:
+                primaries += 1
     if primaries != 1:
         missing.append(f"exactly one primary identity (found {primaries})")
-    # What any null or empty value becomes in orjson's compact output: a line without any of
-    # them holds none; one with them may (or hold them inside a string), and is walked.
-    if (
-        compact_line is None
-        or b"null" in compact_line
-        or b'""' in compact_line
-        or b"[]" in compact_line
-        or b"{}" in compact_line
-    ):
-        empty = empty_value_paths(record)
-        if empty:
-            missing.append(f"non-empty values at {', '.join(empty)}")
+    empty = empty_value_paths(record)
+    if empty:
+        missing.append(f"non-empty values at {', '.join(empty)}")
     return ", ".join(missing)
 
 

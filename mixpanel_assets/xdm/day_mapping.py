@@ -360,7 +360,7 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
         outcome.event_ids.extend(bytes.fromhex(record["_id"]))
         outcome.dedup_keys.extend(mapped.dedup_key)
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        missing = missing_required(record, now, line)
+        missing = missing_required(record, now)
         if missing:
             outcome.problems.append((len(outcome.records), missing))
         outcome.records.append(line)
