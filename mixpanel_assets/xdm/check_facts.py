@@ -3,9 +3,9 @@
 The checks must stay independent judges of the files, so nothing here is the mapping's logic:
 ``missing_required`` judges each written record as AEP's required-field rules do, the ``_id``s
 of the written records go into a set of their own (``seen_keys``), and the files' SHA-256 is
-taken from the very bytes written. The checks
-trust these facts only for the files they were taken from (``events_sha256``,
-``quarantine_sha256`` in the manifest); any other file is read and judged again.
+taken from the very bytes written. The checks trust these facts only for the files they were
+taken from (``events_sha256``, ``quarantine_sha256`` in the manifest); any other file is read
+and judged again.
 """
 
 from __future__ import annotations
