@@ -160,7 +160,7 @@ def _dagster(env: dict[str, str], day: str, work: Path) -> Figures:
     )
     if completed.returncode:
         raise SystemExit(f"dagster asset materialize failed:\n{completed.stderr[-3000:]}")
-    return {"largest_process_only": True}
+    return {"largest_process_only": True, "dagster_home": str(home)}
 
 
 def _mixpanel_utils(env: dict[str, str], day: str, work: Path) -> Figures:
@@ -287,10 +287,10 @@ def main() -> int:
             env = sandbox.environment()
             for number in range(1, args.runs + 1):
                 print(f"run {number} of {args.runs}...", flush=True)
-                runs.append(_run(env, day, work, stages, peers=not args.no_peers))
+                runs.append(_run(env, day, work, stages, args.events, peers=not args.no_peers))
             if not args.no_peers and "export" in stages:  # compared with our export, as curl is
                 runs[0]["mixpanel-utils"] = _measure(_mixpanel_utils, env, day, work)
-                _fill_day_size(runs[0])
+                _fill_day_size(runs[0], args.events)
     report = _report(runs, args.events)
     print(report)
     earlier = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
@@ -298,7 +298,9 @@ def main() -> int:
     return 0 if "MISSED" not in report else 1
 
 
-def _run(env: dict[str, str], day: str, work: Path, stages: list[str], *, peers: bool) -> Figures:
+def _run(
+    env: dict[str, str], day: str, work: Path, stages: list[str], events: int, *, peers: bool
+) -> Figures:
     """Every stage and yardstick once, each given the day's event and byte counts."""
     rows: dict[str, Figures] = {}
     # Each yardstick runs next to what it measures, in the same spell of this shared machine's
@@ -307,15 +309,31 @@ def _run(env: dict[str, str], day: str, work: Path, stages: list[str], *, peers:
     for name in stages:
         if name == "mapping" and peers:
             rows["orjson"] = _measure(_orjson_round_trip, env, day, work)
+        before = _cpu_seconds()
         rows[name] = _measure(STAGES[name], env, day, work)
+        # The local sandbox's own work meanwhile (its threads and validation workers here).
+        rows[name]["sandbox_cpu_seconds"] = _cpu_seconds() - before - rows[name]["cpu_seconds"]
+        if "dagster_home" in rows[name]:
+            rows[name]["steps"] = _step_seconds(rows[name].pop("dagster_home"))
         if name == "export" and peers:
             rows["curl"] = _curl(env, day)
-    _fill_day_size(rows)
+    _fill_day_size(rows, events)
     return rows
 
 
-def _fill_day_size(rows: dict[str, Figures]) -> None:
-    day_size = rows.get("export", {"events": 0, "bytes": 0})
+def _step_seconds(dagster_home: str) -> dict[str, float]:
+    """Each step's seconds from the run's event log (read in a process of its own)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.step_times", dagster_home],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "DAGSTER_HOME": dagster_home},
+    )
+    return orjson.loads(completed.stdout)
+
+
+def _fill_day_size(rows: dict[str, Figures], events: int) -> None:
+    day_size = rows.get("export", {"events": events, "bytes": 0})
     for figures in rows.values():
         figures.setdefault("events", day_size["events"])
         figures.setdefault("bytes", day_size["bytes"])
@@ -330,6 +348,10 @@ def _report(runs: list[dict[str, Figures]], events: int) -> str:
     ]
     for number, rows in enumerate(runs, start=1):
         lines += [f"## Run {number}", "", *_table(rows), ""]
+        if "steps" in rows.get("dagster", {}):
+            steps = rows["dagster"]["steps"]
+            listed = ", ".join(f"{step} {seconds:.1f}" for step, seconds in steps.items())
+            lines += [f"`dagster`'s steps (s, from the run's event log): {listed}", ""]
     if len(runs) > 1:
         lines += ["## Across the runs (seconds)", "", "| stage | min | median | max |"]
         lines.append("|---|---:|---:|---:|")
@@ -344,8 +366,10 @@ def _report(runs: list[dict[str, Figures]], events: int) -> str:
         "MB/s counts the day's decompressed JSON lines. CPU s is the user and system time of the",
         "stage's process and its worker processes (mapping's and orjson's, near twice their wall",
         "time, show both cores at work); the emulators' own work, in the benchmark's process, is",
-        "not in it. `dagster` is `dagster asset materialize` of the three assets with their",
-        "checks, process start-up included; its peak RSS is its largest process's.",
+        "not in it: sandbox CPU s is theirs (threads and validation workers) during the stage.",
+        "`dagster` is `dagster asset materialize` of the three assets with their checks, process",
+        "start-up included; its peak RSS is its largest process's, its steps' seconds come from",
+        "the run's event log.",
         "",
         "## Targets (issue 20)",
         "",
@@ -356,16 +380,19 @@ def _report(runs: list[dict[str, Figures]], events: int) -> str:
 
 def _table(rows: dict[str, Figures]) -> list[str]:
     lines = [
-        "| stage | events | seconds | CPU s | events/s | MB/s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| stage | events | seconds | CPU s | sandbox CPU s | events/s | MB/s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, figures in rows.items():
         rate = figures["events"] / figures["seconds"]
         throughput = figures["bytes"] / 1e6 / figures["seconds"]
         rss, cpu = figures.get("peak_rss_mb"), figures.get("cpu_seconds")
+        sandbox = figures.get("sandbox_cpu_seconds")
         lines.append(
             f"| {name} | {figures['events']:,} | {figures['seconds']:.2f} | "
-            f"{f'{cpu:.1f}' if cpu is not None else '-'} | {rate:,.0f} | {throughput:.1f} | "
+            f"{f'{cpu:.1f}' if cpu is not None else '-'} | "
+            f"{f'{sandbox:.1f}' if sandbox is not None else '-'} | "
+            f"{rate:,.0f} | {throughput:.1f} | "
             f"{f'{rss:.0f}' if rss else '-'} |"
         )
     return lines

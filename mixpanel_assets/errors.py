@@ -1,5 +1,7 @@
-"""The error every configuration problem raises, importable without Dagster (API clients and the
-coordinator use it too)."""
+"""The error every configuration problem raises, importable without Dagster.
+
+API clients and the coordinator use it too.
+"""
 
 
 class ConfigError(ValueError):

@@ -1,14 +1,18 @@
-"""A day mapped by worker processes gives the same files and counts as one mapped in-process."""
+"""A day mapped by worker processes gives the same files and counts as one mapped in-process,
+and the facts the checks judge it by are those of the files as written."""
 
 import gzip
+import hashlib
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
 from mixpanel_assets.settings import ConfigError
-from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
+from mixpanel_assets.xdm.check_facts import FactsCollector, duplicate_event_ids, missing_required
+from mixpanel_assets.xdm.day_mapping import DayMappingStats, _ChunkOutcome, map_day
 from mixpanel_assets.xdm.mapping import MappingSpec
 from mixpanel_assets.xdm.resource import XdmMappingResource
 
@@ -75,3 +79,40 @@ def test_a_negative_worker_count_names_its_variable() -> None:
         XdmMappingResource(tenant_id="acme", workers=-2).worker_count()
     assert XdmMappingResource(tenant_id="acme", workers=0).worker_count() is None
     assert XdmMappingResource(tenant_id="acme", workers=3).worker_count() == 3
+
+
+def test_the_checks_facts_are_those_of_the_files_as_written(tmp_path: Path) -> None:
+    raw = _raw_day(tmp_path / "raw.jsonl.gz", 6000)
+    stats, events, quarantined = _map(raw, tmp_path / "pooled", workers=2)
+    facts = stats.check_facts
+    out = tmp_path / "pooled"
+    assert facts["events_sha256"] == hashlib.sha256((out / "events.gz").read_bytes()).hexdigest()
+    assert (
+        facts["quarantine_sha256"]
+        == hashlib.sha256((out / "quarantine.gz").read_bytes()).hexdigest()
+    )
+    lines = events.splitlines()
+    assert facts["records"] == facts["ids_read"] == len(lines) == stats.records
+    assert facts["quarantine_lines"] == len(quarantined.splitlines()) == stats.quarantined
+    # The checks' own way over the file finds what the facts say: no problem, no repeated _id.
+    now = datetime.now(UTC)
+    assert not any(missing_required(orjson.loads(line), now) for line in lines)
+    assert duplicate_event_ids(out / "events.gz", tmp_path, 5)[:2] == (len(lines), 0)
+    assert (facts["records_with_problems"], facts["repeated_ids"]) == (0, 0)
+
+
+def test_facts_number_the_written_records_around_dropped_ones(tmp_path: Path) -> None:
+    ids = ["a" * 64, "b" * 64, "c" * 64, "a" * 64, "d" * 64]
+    records = [orjson.dumps({"_id": identifier}) + b"\n" for identifier in ids]
+    outcome = _ChunkOutcome(
+        5, 0, bytearray(), bytearray(), records, [], [], [], [(1, "dropped"), (2, "third")]
+    )
+    kept = [0, 2, 3, 4]  # the second record was dropped as a repeat
+    collector = FactsCollector(tmp_path)
+    try:
+        collector.add(outcome, kept, [bytes.fromhex(ids[index]) for index in kept])
+    finally:
+        collector.close()
+    assert collector.problem_examples == ["record 2: third"]
+    assert collector.repeated_examples == [f"record 3: _id {'a' * 64!r} came before"]
+    assert (collector.records, collector.ids_read, collector.repeated) == (4, 4, 1)

@@ -26,11 +26,20 @@ POOL = DIGESTS + CRAFTED
 @given(
     batches=st.lists(st.lists(st.sampled_from(POOL), max_size=80), max_size=12),
     spill_keys=st.sampled_from([1, 2, 7, 90, 1000]),
+    filter_bits=st.sampled_from([1 << 6, 1 << 27]),  # a tiny filter: more disk reads, same answers
 )
 def test_answers_as_a_dict_would(
-    tmp_path_factory: pytest.TempPathFactory, batches: list[list[bytes]], spill_keys: int
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[bytes]],
+    spill_keys: int,
+    filter_bits: int,
 ) -> None:
-    seen = SeenKeys(tmp_path_factory.mktemp("seen") / "keys", tag_bytes=8, spill_keys=spill_keys)
+    seen = SeenKeys(
+        tmp_path_factory.mktemp("seen") / "keys",
+        tag_bytes=8,
+        spill_keys=spill_keys,
+        filter_bits=filter_bits,
+    )
     model: dict[bytes, bytes] = {}
     line = 0
     try:

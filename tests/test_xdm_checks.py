@@ -1,13 +1,17 @@
 """The XDM asset's checks in real Dagster runs on the local sandbox: the quarantine share blocks
 a bad day, the event-time check warns without blocking, a bad mapping file stops the run."""
 
+import gzip
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from dagster import (
     AssetCheckSeverity,
+    AssetKey,
+    AssetSelection,
     ExecuteInProcessResult,
     instance_for_test,
     materialize,
@@ -15,6 +19,8 @@ from dagster import (
 
 from mixpanel_assets.pipeline import build_definitions
 from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
+from mixpanel_assets.storage import PartitionFiles
+from mixpanel_assets.xdm.checks import FROM_FACTS, FROM_FILE
 from mixpanel_assets.xdm.spec import DEFAULT_MAPPING_FILE
 
 XDM = "xdm_experience_events"
@@ -114,3 +120,55 @@ def test_a_malformed_mapping_file_fails_the_run_naming_it(
     assert failure.step_key == "mixpanel_raw_events" and not sandbox.mixpanel.request_log
     message = str(failure.step_failure_data.error)
     assert f"MIXPANEL_ASSETS_MAPPING={broken}: properties.$browser: xdm 'browser.name'" in message
+
+
+def _check_metadata(result: ExecuteInProcessResult, name: str) -> tuple[bool, dict]:
+    check = _checks(result)[name]
+    return check.passed, {key: value.value for key, value in check.metadata.items()}
+
+
+def test_checks_judge_by_the_mappings_facts_and_judge_a_changed_file_itself(
+    sandbox: LocalSandbox,
+) -> None:
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    result = _run(day)
+    assert result.success
+    for name in ("required_xdm_fields", "unique_event_ids", "counts_reconcile"):
+        passed, metadata = _check_metadata(result, name)
+        assert passed and metadata["judged_from"] == FROM_FACTS, name
+    _, required = _check_metadata(result, "required_xdm_fields")
+    assert required["records_read"] == required["records_in_manifest"] > 0
+
+    # The events file replaced by hand (same name, same record count): a record without its
+    # identity, another repeating the first one's _id. The mapping's facts are not about it.
+    folder = PartitionFiles(data_dir=str(sandbox.data_dir)).folder(XDM, day)
+    manifest = folder.manifest()
+    path = Path(folder.location("events", manifest))
+    with gzip.open(path, "rb") as events:
+        records = [orjson.loads(line) for line in events]
+    del records[1]["identityMap"]
+    records[2]["_id"] = records[0]["_id"]
+    with gzip.open(path, "wb") as events:
+        events.writelines(orjson.dumps(record) + b"\n" for record in records)
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        checked = materialize(
+            [*defs.assets, *defs.asset_checks],
+            # The checks alone make no partitioned run: the export goes with them (the same
+            # day again, which leaves the XDM files as they are).
+            selection=AssetSelection.assets(AssetKey("mixpanel_raw_events"))
+            | AssetSelection.checks_for_assets(AssetKey(XDM)),
+            partition_key=day,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+
+    passed, required = _check_metadata(checked, "required_xdm_fields")
+    assert not passed and required["judged_from"] == FROM_FILE
+    assert required["records_with_problems"] == 1
+    assert required["examples"] == ["record 2: exactly one primary identity (found 0)"]
+    passed, unique = _check_metadata(checked, "unique_event_ids")
+    assert not passed and unique["judged_from"] == FROM_FILE and unique["repeated_ids"] == 1
+    passed, counts = _check_metadata(checked, "counts_reconcile")
+    assert passed and counts["judged_from"] == FROM_FACTS  # its quarantine file is the same

@@ -8,8 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from mixpanel_assets.xdm.check_facts import duplicate_event_ids
 from mixpanel_assets.xdm.checks import suspected_time_offset_minutes
-from mixpanel_assets.xdm.day_mapping import duplicate_event_ids, map_day
+from mixpanel_assets.xdm.day_mapping import map_day
 from mixpanel_assets.xdm.mapping import MappingSpec
 
 SPEC = MappingSpec(project_id="2384945", tenant_id="acme")

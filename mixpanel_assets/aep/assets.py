@@ -109,7 +109,19 @@ def build_aep_ingested_batches(
         with xdm.local_copy("events", xdm_manifest) as records_path:
             try:
                 target = read_target_schema(client, aep.dataset_id, project_validator)
-                target.check_records(records_path)
+                if target.proven_by(xdm_manifest.get("proved_schema_sha256")):
+                    context.log.info(
+                        f"the schema of dataset {aep.dataset_id} ({target.schema_id}) is the one "
+                        "the mapping proved the day's records against (fingerprint "
+                        f"{target.fingerprint}): the {xdm_manifest['records']} records are not "
+                        "checked against it again"
+                    )
+                else:
+                    checked = target.check_records(
+                        records_path,
+                        lambda count: context.log.info(f"target schema: {count} records checked"),
+                    )
+                    context.log.info(f"target schema: all {checked} records fit")
                 dataset = _dataset_metadata(client.get_dataset(aep.dataset_id), aep)
             except SchemaMismatchError as problem:
                 raise Failure(str(problem), allow_retries=False) from None

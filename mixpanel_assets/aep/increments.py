@@ -1,17 +1,6 @@
-"""An open day's loads into AEP as increments: each load appends one batch of events new to the
-day, and the day's first run after it closes appends the last one.
+"""An open day's loads into AEP as increments, one batch each; the close appends the last.
 
-At every moment the day's live batches hold each event loaded so far once: a load's records were
-deduplicated against the keys of the day's earlier loads (its ledger) before mapping finished,
-and the ledger records a load only once its batch is live. A load that died after its batch went
-live but before the ledger recorded it leaves a live batch the ledger does not know: its tags say
-which processing-time range it loaded, the next load's range starts at the same place and reaches
-further, so the next batch holds all of its events and replays it (AEP swaps the two at once).
-
-The closing run maps the whole day; only its records whose ``_id`` no load made live go into the
-last batch, so in normal operation each event is ingested into AEP once. If the whole day no
-longer holds every event the loads made live (Mixpanel deleted some), or the day's batches
-cannot be reconciled, the closing run replays them all with one batch of the whole day instead.
+Design notes: docs/design-notes.md, `aep/increments.py`.
 """
 
 from __future__ import annotations

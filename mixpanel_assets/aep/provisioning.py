@@ -1,13 +1,6 @@
 """The XDM schema and dataset the pipeline writes to, set up in AEP as code, idempotently.
 
-What the managed Mixpanel connector asks a person to click together first, made through the
-platform APIs instead: the identity namespaces the mapping writes, a tenant field group holding
-the ``_<tenant>.mixpanel`` fields, an ExperienceEvent schema made of the class, the standard field
-groups the mapping fills and that tenant group, a primary identity descriptor on the Mixpanel
-distinct id, and a dataset on that schema. Each is looked up by its code, title or name first,
-so a second run creates nothing. What exists but does not fit (a schema without a field group
-the mapping needs, a dataset on another schema, a different primary identity) is reported with
-what to do, never changed: a schema that has ingested data can only change additively.
+Design notes: docs/design-notes.md, `aep/provisioning.py`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
 """Which of a day's batches a new batch of that day must replace, once none is unfinished.
 
-AEP's data lake never deduplicates: a re-run of a day that appended would hold the day twice. So
-the new batch replays (``replay.predecessors``) every batch of the day that is live. They are
-found three ways, any one of which is enough: the last materialization's metadata, the
-partition's manifest, and the Catalog itself (every batch is tagged with its project and day),
-so a lost Dagster instance or data directory loses nothing. Each is confirmed in the Catalog:
-
-- ``success``/``active``/``retained``: live, replaced by the new batch;
-- ``loading``: a run that died before COMPLETE: aborted, so it cannot go live later (if AEP says
-  it was completed after all, it is waited for like the next case);
-- processing, queued, retrying and the like: waited for, since it may still go live;
-- ``stalled``: AEP gave up retrying it, yet it is not over: the run stops and says what to do;
-- failed, aborted, abandoned, replaced, deleted, archived, or unknown to the Catalog: ignored;
-- of another dataset, or whose own tags do not name this project and day (whatever the Catalog's
-  filter returned): ignored, never replayed.
+Design notes: docs/design-notes.md, `aep/replay.py`.
 """
 
 from __future__ import annotations

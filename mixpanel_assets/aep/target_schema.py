@@ -1,19 +1,11 @@
 """The target dataset's own XDM schema, read from AEP, and the day's records checked against it.
 
-Our records are valid against Adobe's published schemas, but AEP validates them against the
-dataset's schema, which someone may have composed differently (a field group missing, another
-tenant, a field retyped). Reading that schema once per run (Catalog dataset, then the Schema
-Registry's resolved ``xed-full`` form) and checking every record before the upload turns a batch
-that would fail an hour later into an error now, naming the fields. Objects that list their
-fields are closed: a field the dataset's schema does not declare is an error here too, since
-AEP would reject or drop it.
-
-Records stream from the day's gzip file one line at a time; the schema compiled to Python code
-checks each (fast), and only the first record that fails is walked again to name every problem.
+Design notes: docs/design-notes.md, `aep/target_schema.py`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,8 +19,11 @@ from jsonschema import Draft6Validator
 
 from mixpanel_assets.aep.client import XED_FULL, AEPClient
 from mixpanel_assets.aep.errors import AEPError
+from mixpanel_assets.progress import PROGRESS_SECONDS
+from mixpanel_assets.xdm.schema_fingerprint import fingerprint
 
 PROBLEMS_SHOWN = 10
+
 _COMPOSITION = ("allOf", "anyOf", "oneOf")
 
 
@@ -42,18 +37,30 @@ class TargetSchema:
     schema_id: str
     validator: Draft6Validator  # lists every problem of one record
     fast_check: Callable[[Any], Any] | None  # raises at the first problem; None if unavailable
+    fingerprint: str | None = None  # of the schema as AEP answered it (``schema_fingerprint``)
 
-    def check_records(self, records_path: Path) -> int:
+    def proven_by(self, proved_fingerprint: str | None) -> bool:
+        """Whether this is the schema the mapping proved the records against (its fingerprint)."""
+        return proved_fingerprint is not None and proved_fingerprint == self.fingerprint
+
+    def check_records(
+        self, records_path: Path, progress: Callable[[int], None] | None = None
+    ) -> int:
         """Every record of the gzip JSON-lines file fits the schema; returns how many there are.
 
-        Raises SchemaMismatchError at the first record that does not fit.
+        Raises SchemaMismatchError at the first record that does not fit. ``progress`` is told
+        the records checked so far every ``PROGRESS_SECONDS``.
         """
         checked = 0
+        report_at = time.monotonic() + PROGRESS_SECONDS
         with igzip.open(records_path, "rb") as lines:
             for checked, line in enumerate(lines, start=1):
                 record = orjson.loads(line)
                 if not self._fits(record):
                     raise SchemaMismatchError(self._describe(checked, record))
+                if progress is not None and not checked & 1023 and time.monotonic() >= report_at:
+                    progress(checked)
+                    report_at = time.monotonic() + PROGRESS_SECONDS
         return checked
 
     def _fits(self, record: Any) -> bool:
@@ -95,7 +102,8 @@ def read_target_schema(
             f"dataset {dataset_id} has no XDM schema (schemaRef): AEP_DATASET_ID must name a "
             "dataset created on an ExperienceEvent schema."
         )
-    schema = closed(client.get_schema(schema_id, accept=XED_FULL))
+    answered = client.get_schema(schema_id, accept=XED_FULL)
+    schema = closed(answered)
     validator = project_validator.evolve(schema=schema)
     formats = tuple(
         sorted((name, check) for name, (check, _) in validator.format_checker.checkers.items())
@@ -103,7 +111,7 @@ def read_target_schema(
     # A fully resolved schema has no $ref; if AEP left one, only jsonschema (through the
     # project's registry of Adobe's schemas) may follow it: the compiled code would fetch it.
     fast_check = None if _has_reference(schema) else _compiled(orjson.dumps(schema), formats)
-    return TargetSchema(dataset_id, schema_id, validator, fast_check)
+    return TargetSchema(dataset_id, schema_id, validator, fast_check, fingerprint(answered))
 
 
 @lru_cache(maxsize=4)

@@ -1,13 +1,6 @@
 """Backfills in fewer requests: one Mixpanel export for a block of days of the same backfill.
 
-A backfill launches one run per day, and Mixpanel allows 60 export queries an hour, so a year
-asked day by day takes over six hours of quota. Instead, the days a backfill submitted are cut
-into blocks of ``days_per_request`` consecutive days counted from its first day; whichever run of
-a block comes first exports the whole block in one request, split into per-day files as it
-streams, into a staging folder the backfill's runs share (beside the raw partitions, so on
-object storage when they are). Every run then publishes its own day from there, so partitions,
-checks and downstream assets stay per day. A block is exported once, whenever its runs come;
-the folder goes when its last day is taken or the backfill ends.
+Design notes: docs/design-notes.md, `mixpanel/backfill_batching.py`.
 """
 
 from __future__ import annotations

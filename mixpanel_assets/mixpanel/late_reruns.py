@@ -1,5 +1,8 @@
-"""What the late-events sensor remembers of each recent day: the watermark it asked a re-run for,
-how many re-runs it asked for, when it may ask again, and whether it gave up and said so."""
+"""What the late-events sensor remembers of each recent day, and when it may ask again.
+
+Per day: the watermark it asked a re-run for, how many re-runs it asked for, when it may ask
+again, and whether it gave up and said so.
+"""
 
 from __future__ import annotations
 

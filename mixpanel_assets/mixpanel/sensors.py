@@ -1,14 +1,6 @@
 """``late_events_sensor``: re-run recent days that Mixpanel received more events for.
 
-Mobile SDKs deliver events up to five days late and ``/import`` backdates them at will, so a day
-exported last night may have grown since. Each day's load into the destination records the
-watermark it carried, the largest ``mp_processing_time_ms`` of the export it came from; a
-one-line probe asks Mixpanel whether that day now has any event processed after it. So a day
-counts as done only once its late events have reached the destination, not once a re-run was
-asked for. The cursor remembers which watermark a re-run was requested for: the day is asked
-about again when a re-run moved its watermark, or when that re-run failed (after a doubling
-pause, a bounded number of times). A probe never waits for the rate budget or for Mixpanel: a
-rate-limited tick requests nothing and the next one tries again.
+Design notes: docs/design-notes.md, `mixpanel/sensors.py`.
 """
 
 import time

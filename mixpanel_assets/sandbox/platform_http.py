@@ -1,4 +1,6 @@
-"""The local platform's HTTP plumbing: request bodies, answers, AEP's error shapes and the
+"""The local platform's HTTP plumbing: bodies, answers, AEP's error shapes, the server.
+
+The local platform's HTTP plumbing: request bodies, answers, AEP's error shapes and the
 threaded server, with nothing of any one API.
 """
 

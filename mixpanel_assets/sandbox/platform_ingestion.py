@@ -1,6 +1,6 @@
-"""The local platform's Batch Ingestion API and AEP's processing of a completed batch: every
-line validated by the dataset's schema, the verdict by the partial-ingestion threshold, and a
-successful replay retiring its predecessors.
+"""The local platform's Batch Ingestion API and AEP's processing of a completed batch.
+
+Design notes: docs/design-notes.md, `sandbox/platform_ingestion.py`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from urllib.parse import unquote
 from mixpanel_assets.sandbox.batch_validation import (
     ROW_CODE_ORDER,
     ROW_ERRORS,
+    EarlyValidation,
     Tally,
     validate_batch,
+    validated_early,
 )
 from mixpanel_assets.sandbox.platform_catalog import split_row_errors
 from mixpanel_assets.sandbox.platform_http import (
@@ -159,6 +161,8 @@ class BatchIngestionAPI:
                     raise problem(
                         400, f"File path {relative.as_posix()!r} clashes with another file's path."
                     ) from None
+                if validated_early(written, self._parallel_min_bytes):
+                    self._validate_early(self._batches[batch_id], target)
         finally:
             temp.unlink(missing_ok=True)
         return Response(200 if replaced else 201)
@@ -205,9 +209,26 @@ class BatchIngestionAPI:
         if batch.status != "loading" or batch.complete_requested:
             state = "completed" if batch.status == "loading" else batch.status
             raise problem(400, f"Batch {batch.id} is {state} and can no longer be aborted.")
+        if (early := self._early_validations().pop(batch.id, None)) is not None:
+            early.close()
         batch.status = "aborted"
         batch.updated = now_ms()
         self._save()
+
+    def _early_validations(self) -> dict[str, EarlyValidation]:
+        """Loading batches' files validated as they arrive, by batch id (held with the lock)."""
+        return self.__dict__.setdefault("_early", {})
+
+    def _validate_early(self, batch: Batch, path: Path) -> None:
+        """Start AEP's processing of one uploaded file now, by the dataset's schema as it is."""
+        early = self._early_validations().get(batch.id)
+        if early is None:
+            schema = self._registry[self._datasets[batch.dataset_id].schema_id]
+            early = EarlyValidation(
+                self._temp_path(), batch.id, record_schema(self._resolved(schema))
+            )
+            self._early_validations()[batch.id] = early
+        early.add(path)
 
     # Processing ------------------------------------------------------------------------------
 
@@ -266,6 +287,7 @@ class BatchIngestionAPI:
         with self._lock:  # the dataset's schema as the registry composes it now
             schema = self._registry[self._datasets[batch.dataset_id].schema_id]
             composed = record_schema(self._resolved(schema))
+            early = self._early_validations().pop(batch.id, None)
         records_temp, failed_temp = self._temp_path(), self._temp_path()
         records_temp.mkdir()
         try:
@@ -278,6 +300,7 @@ class BatchIngestionAPI:
                 now=datetime.now(UTC),
                 rejected_rows=rejected_rows,
                 parallel_min_bytes=self._parallel_min_bytes,
+                early=early,
             )
             status, errors = _verdict(batch, len(files), tally)
             accepted, failed = tally.accepted, sum(tally.failures.values())
@@ -305,6 +328,8 @@ class BatchIngestionAPI:
                 errors=errors,
             )
         finally:
+            if early is not None:
+                early.close()
             shutil.rmtree(records_temp, ignore_errors=True)
             failed_temp.unlink(missing_ok=True)
 

@@ -1,4 +1,6 @@
-"""What the local platform keeps: datasets, batches, registry resources, descriptors, namespaces,
+"""What the local platform keeps (datasets, batches, registry, faults, log) as records.
+
+What the local platform keeps: datasets, batches, registry resources, descriptors, namespaces,
 queued faults and the request log, as plain records; batch ids and the clock.
 """
 

@@ -1,11 +1,6 @@
 """How the local platform judges one record: by the dataset's schema as the registry composes it.
 
-What AEP documents and the local platform enforces: a record is a JSON object that conforms to
-the dataset's XDM schema (types, ``required``, ``enum``, ``pattern``, formats such as RFC 3339
-``date-time``); no field holds null or an empty value (AEP wants the field left out); the
-ExperienceEvent ``timestamp`` is in the past. The schema is compiled once by fastjsonschema (a
-record that passes costs one call); only a failing record is examined again by jsonschema, to
-name every problem. Nothing here comes from the mapping's own validator.
+Design notes: docs/design-notes.md, `sandbox/record_checks.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 import orjson
 from jsonschema import Draft6Validator, FormatChecker
 
@@ -41,7 +36,7 @@ _NON_EMPTY = {
     "items": {"$ref": "#/definitions/nonEmpty"},
 }
 _NON_EMPTY_REF = {"$ref": "#/definitions/nonEmpty"}
-_compiled: dict[str, Callable[[Any], Any]] = {}
+_compiled: dict[str, jsonschema_rs.Draft6Validator] = {}
 
 
 def _date_time(value: str) -> bool:
@@ -95,7 +90,9 @@ class RecordJudge:
         key = hashlib.sha256(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).hexdigest()
         if key not in _compiled:  # compiling the composed schema takes a while: once a process
             strict = {**_without_empty_values(schema), "definitions": {"nonEmpty": _NON_EMPTY}}
-            _compiled[key] = fastjsonschema.compile(strict, formats=_FORMATS)
+            _compiled[key] = jsonschema_rs.Draft6Validator(
+                strict, formats=_FORMATS, validate_formats=True
+            )
         self._accepts = _compiled[key]
         self._details: Draft6Validator | None = None
 
@@ -106,13 +103,12 @@ class RecordJudge:
         examined again, to name each problem.
         """
         problems: list[Problem] = []
-        try:
-            self._accepts(record)
-        except fastjsonschema.JsonSchemaValueException as first:
+        if not self._accepts.is_valid(record):
             problems += [("1555", path, EMPTY_VALUE) for path in empty_value_paths(record)]
             problems += self._schema_problems(record)
             if not problems:  # the two validators disagree: keep the compiled one's word
-                path = "/".join(map(str, first.path[1:])) or "(record)"
+                first = next(self._accepts.iter_errors(record))
+                path = "/".join(map(str, first.instance_path)) or "(record)"
                 problems.append(("1550", path, first.message))
         timestamp = record.get("timestamp")
         if isinstance(timestamp, str) and _in_the_future(timestamp, now):

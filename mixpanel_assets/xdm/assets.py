@@ -29,6 +29,7 @@ from mixpanel_assets.storage import PartitionFiles
 from mixpanel_assets.xdm.column_schema import xdm_column_schema
 from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
 from mixpanel_assets.xdm.resource import XdmMappingResource
+from mixpanel_assets.xdm.schema_fingerprint import proved_fingerprint
 from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, MappingFileError, load_rules
 
 XDM_EVENTS = "xdm_experience_events"
@@ -122,6 +123,10 @@ def build_xdm_experience_events(
                     "day_raw_lines": stats.raw_lines + (keys.earlier_raw_lines if keys else 0),
                     "day_quarantined": stats.quarantined
                     + (keys.earlier_quarantined if keys else 0),
+                    # What the checks judge these files by, taken as they were written.
+                    "check_facts": stats.check_facts,
+                    # The schema the records are proven to fit (None: no proof for it).
+                    "proved_schema_sha256": proved_fingerprint(spec),
                 },
             )
         if stats.quarantined:

@@ -1,7 +1,9 @@
 """The checks that stop a bad day of ``xdm_experience_events`` before it reaches AEP."""
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from dagster import (
@@ -18,14 +20,19 @@ from isal import igzip
 from mixpanel_assets.intraday.seeding import ids_live_in_earlier_loads
 from mixpanel_assets.mixpanel.assets import RAW_EVENTS
 from mixpanel_assets.projects import FLAT, ProjectKeys
-from mixpanel_assets.storage import PartitionFiles
+from mixpanel_assets.storage import PartitionFiles, PartitionFolder
 from mixpanel_assets.xdm.assets import XDM_EVENTS
-from mixpanel_assets.xdm.day_mapping import duplicate_event_ids
-from mixpanel_assets.xdm.mapping import FUTURE_TOLERANCE_SECONDS
-from mixpanel_assets.xdm.schema import empty_value_paths, is_rfc3339
+from mixpanel_assets.xdm.check_facts import (
+    EXAMPLES_SHOWN,
+    FACTS,
+    duplicate_event_ids,
+    missing_required,
+    stream_sha256,
+)
 
-EXAMPLES_SHOWN = 5
-_CLOCK_SKEW = timedelta(seconds=FUTURE_TOLERANCE_SECONDS)
+# Where a check's figures came from (its ``judged_from`` metadata).
+FROM_FACTS = "facts gathered while mapping (the file's SHA-256 matches)"
+FROM_FILE = "the file, read again"
 # The event-time check wants this many live (not imported) events before it judges a day.
 MIN_FRESH_EVENTS = 20
 # UTC offsets of at least an hour, in minutes: whole and half hours (India +5:30, Newfoundland
@@ -61,13 +68,18 @@ def build_xdm_checks(
         problem_count = records = 0
         now = datetime.now(UTC)
         manifest = folder.manifest()
-        with folder.open("events", manifest) as stored, igzip.open(stored, "rb") as lines:
-            for records, line in enumerate(lines, start=1):
-                missing = _missing_required(orjson.loads(line), now)
-                if missing:
-                    problem_count += 1
-                    if len(problems) < EXAMPLES_SHOWN:
-                        problems.append(f"record {records}: {missing}")
+        facts = _facts_of(context, folder, manifest, "events")
+        if facts is not None:
+            records, problem_count = facts["records"], facts["records_with_problems"]
+            problems = facts["problem_examples"]
+        else:
+            with folder.open("events", manifest) as stored, igzip.open(stored, "rb") as lines:
+                for records, line in enumerate(lines, start=1):
+                    missing = missing_required(orjson.loads(line), now)
+                    if missing:
+                        problem_count += 1
+                        if len(problems) < EXAMPLES_SHOWN:
+                            problems.append(f"record {records}: {missing}")
         expected = manifest["records"]
         return AssetCheckResult(
             passed=problem_count == 0 and records == expected,
@@ -77,6 +89,7 @@ def build_xdm_checks(
                 "records_in_manifest": expected,
                 "records_with_problems": problem_count,
                 "examples": MetadataValue.json(problems),
+                "judged_from": FROM_FILE if facts is None else FROM_FACTS,
             },
         )
 
@@ -93,12 +106,25 @@ def build_xdm_checks(
         partition_files: PartitionFiles = project.resource(context, "partition_files")
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         manifest = folder.manifest()
-        with folder.local_copy("events", manifest) as events, folder.staging() as work_dir:
-            records, duplicates, examples = duplicate_event_ids(events, work_dir, EXAMPLES_SHOWN)
-            # An open day's load: its _ids must also be new to the day's earlier loads.
-            live_before, live_examples = ids_live_in_earlier_loads(
-                partition_files, context.partition_key, manifest, events, EXAMPLES_SHOWN
-            )
+        facts = _facts_of(context, folder, manifest, "events")
+        live_before, live_examples = 0, []
+        with ExitStack() as stack:
+            if facts is not None:
+                records, duplicates = facts["records"], facts["repeated_ids"]
+                examples = facts["repeated_examples"]
+            else:
+                events = stack.enter_context(folder.local_copy("events", manifest))
+                work_dir = stack.enter_context(folder.staging())
+                records, duplicates, examples = duplicate_event_ids(
+                    events, work_dir, EXAMPLES_SHOWN
+                )
+            if manifest.get("intraday_load") is not None:
+                # An open day's load: its _ids must also be new to the day's earlier loads.
+                if facts is not None:
+                    events = stack.enter_context(folder.local_copy("events", manifest))
+                live_before, live_examples = ids_live_in_earlier_loads(
+                    partition_files, context.partition_key, manifest, events, EXAMPLES_SHOWN
+                )
         return AssetCheckResult(
             passed=duplicates == 0 and live_before == 0,
             metadata={
@@ -107,6 +133,7 @@ def build_xdm_checks(
                 "repeated_ids": duplicates,
                 "ids_live_from_earlier_loads": live_before,
                 "examples": MetadataValue.json(examples + live_examples),
+                "judged_from": FROM_FILE if facts is None else FROM_FACTS,
             },
         )
 
@@ -126,8 +153,12 @@ def build_xdm_checks(
         raw = partition_files.folder(RAW_EVENTS, context.partition_key).manifest()
         folder = partition_files.folder(XDM_EVENTS, context.partition_key)
         xdm = folder.manifest()
-        with folder.open("quarantine", xdm) as stored, igzip.open(stored, "rb") as lines:
-            quarantine_lines = sum(1 for _ in lines)
+        facts = _facts_of(context, folder, xdm, "quarantine")
+        if facts is not None:
+            quarantine_lines = facts["quarantine_lines"]
+        else:
+            with folder.open("quarantine", xdm) as stored, igzip.open(stored, "rb") as lines:
+                quarantine_lines = sum(1 for _ in lines)
         accounted = xdm["records"] + xdm["duplicates_dropped"] + xdm["quarantined"]
         return AssetCheckResult(
             passed=raw["line_count"] == accounted
@@ -141,6 +172,7 @@ def build_xdm_checks(
                 "quarantined": xdm["quarantined"],
                 "quarantine_file_lines": quarantine_lines,
                 "same_raw_export": raw["sha256"] == xdm["raw_sha256"],
+                "judged_from": FROM_FILE if facts is None else FROM_FACTS,
             },
         )
 
@@ -248,21 +280,23 @@ def _offset_advice(offset_minutes: int) -> str:
     )
 
 
-def _missing_required(record: dict, now: datetime) -> str:
-    """What AEP's required-field rules find missing in ``record`` ('' when nothing)."""
-    missing = [field for field in ("_id", "timestamp") if not record.get(field)]
-    timestamp = record.get("timestamp")
-    if timestamp and not (isinstance(timestamp, str) and is_rfc3339(timestamp)):
-        missing.append(f"an RFC 3339 timestamp (found {timestamp!r})")
-    elif timestamp and datetime.fromisoformat(timestamp.replace("z", "Z")) > now + _CLOCK_SKEW:
-        missing.append(f"a timestamp in the past (found {timestamp})")
-    identities = record.get("identityMap") or {}
-    primaries = sum(
-        1 for items in identities.values() for item in items if item.get("primary") is True
-    )
-    if primaries != 1:
-        missing.append(f"exactly one primary identity (found {primaries})")
-    empty = empty_value_paths(record)
-    if empty:
-        missing.append(f"non-empty values at {', '.join(empty)}")
-    return ", ".join(missing)
+def _facts_of(
+    context: AssetCheckExecutionContext,
+    folder: PartitionFolder,
+    manifest: dict[str, Any],
+    role: str,
+) -> dict[str, Any] | None:
+    """The manifest's check facts if they were taken from the ``role`` file it names now (its
+    SHA-256, of the stored bytes, matches); else None, and the file is to be judged again."""
+    facts = manifest.get(FACTS)
+    if not facts:
+        return None
+    with folder.open(role, manifest) as stored:
+        digest = stream_sha256(stored)
+    if digest != facts.get(f"{role}_sha256"):
+        context.log.warning(
+            f"the {role} file is not the one the mapping wrote its check facts for "
+            f"(SHA-256 {digest}): judging the file itself"
+        )
+        return None
+    return facts

@@ -1,20 +1,12 @@
 """One day of raw export lines -> XDM records, duplicates dropped, the rest quarantined.
 
-Streams from the raw gzip file to two gzip JSON-lines files, so memory stays flat however big
-the day is; the ``_id``s already written live mostly on disk (``seen_keys``) for the same reason.
-Every raw line ends up in exactly one place: a record, a dropped duplicate, or a quarantined line
-with its reasons, which is what the reconciliation check counts on.
-
-A big day is mapped by worker processes, a chunk of lines each, while this process reads,
-drops duplicates and writes, chunk by chunk in line order: the files are the same whatever the
-number of workers.
+Design notes: docs/design-notes.md, `xdm/day_mapping.py`.
 """
 
 from __future__ import annotations
 
 import base64
 import gc
-import hashlib
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -30,6 +22,13 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 import orjson
 from isal import igzip
 
+from mixpanel_assets.xdm.check_facts import (
+    FactsCollector,
+    HashingFile,
+    facts_summary,
+    judged_now,
+    missing_required,
+)
 from mixpanel_assets.xdm.mapping import (
     DEDUP_KEY_BYTES,
     InvalidEvent,
@@ -59,7 +58,6 @@ _CHUNKS_IN_FLIGHT_PER_WORKER = 3
 # Below this raw file size, starting workers (about a second) costs more than they save.
 PARALLEL_MIN_RAW_BYTES = 16 << 20
 # Records whose _ids the unique-_id check looks up at once.
-_IDS_PER_LOOK_UP = 4096
 # Allocations between young-object collections in a mapping worker (Python's default is 700).
 _WORKER_GC_THRESHOLD = 50_000
 
@@ -76,6 +74,8 @@ class DayMappingStats:
     event_types: Counter[str] = field(default_factory=Counter)
     # mp_processing_time_ms minus the event's instant, in minutes, for events not imported.
     processing_lag_minutes: Counter[int] = field(default_factory=Counter)
+    # What the checks judge the written files by (``check_facts``), taken as they were written.
+    check_facts: dict[str, Any] = field(default_factory=dict)
 
     def processing_lag_summary(self) -> dict[str, Any]:
         """How far Mixpanel's processing trailed the events that came in live (not /import)."""
@@ -172,6 +172,9 @@ class _ChunkOutcome(NamedTuple):
     event_types: list[str]
     lag_minutes: list[int | None]  # processing lag, None for imported events
     quarantined: list[tuple[int, bytes, list[str]]]
+    # For the checks: what ``missing_required`` finds in a written record, by its index in
+    # ``records`` (judged apart from the mapping, see ``check_facts``).
+    problems: list[tuple[int, str]]
 
 
 def usable_cpus() -> int:
@@ -220,19 +223,41 @@ def map_day(
     seen = SeenKeys(work_dir / "seen-ids", tag_bytes=KEY_TAG_BYTES)
     if wrap_seen is not None:
         seen = wrap_seen(seen)
+    facts = FactsCollector(work_dir)
+    events_file, quarantine_file = HashingFile(events_path), HashingFile(quarantine_path)
     try:
         with (
             igzip.open(raw_path, "rb") as raw,
-            igzip.open(events_path, "wb", compresslevel=_COMPRESS_LEVEL) as events,
-            igzip.open(quarantine_path, "wb", compresslevel=_COMPRESS_LEVEL) as quarantine,
+            _gzip_writer(events_file) as events,
+            _gzip_writer(quarantine_file) as quarantine,
         ):
             for chunk, outcomes in _mapped_chunks(_chunks(raw), spec, workers):
-                _place(chunk, outcomes, seen, stats, events, quarantine)
+                _place(chunk, outcomes, seen, stats, events, quarantine, facts)
                 if on_progress is not None:
                     on_progress(stats)
     finally:
         seen.close()
+        facts.close()
+        events_file.close()
+        quarantine_file.close()
+    stats.check_facts = facts_summary(
+        events_sha256=events_file.sha256(),
+        quarantine_sha256=quarantine_file.sha256(),
+        records=facts.records,
+        problems=facts.problems,
+        problem_examples=facts.problem_examples,
+        ids_read=facts.ids_read,
+        repeated_ids=facts.repeated,
+        repeated_examples=facts.repeated_examples,
+        quarantine_lines=facts.quarantine_lines,
+    )
     return stats
+
+
+def _gzip_writer(target: HashingFile) -> igzip.IGzipFile:
+    """A gzip stream into ``target``, its header naming the file as ``igzip.open`` would, with
+    no time in it: the same records give the same bytes (and SHA-256)."""
+    return igzip.IGzipFile(target.name, "wb", _COMPRESS_LEVEL, fileobj=target, mtime=0)  # type: ignore[arg-type]
 
 
 def _chunks(raw: IO[bytes]) -> Iterator[bytes]:
@@ -315,9 +340,10 @@ def _map_chunk_in_worker(chunk: bytes) -> _ChunkOutcome:
 
 def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
     """The outcome of every non-empty line of ``chunk``."""
-    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [])
+    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [], [])
     index = -1
     validated_in_full = 0
+    now = judged_now()
     for index, line in enumerate(filter(None, chunk.split(b"\n"))):
         mapped = map_line(line, spec)
         if isinstance(mapped, list):
@@ -328,7 +354,11 @@ def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
         validated_in_full += mapped.validated_in_full
         outcome.event_ids.extend(bytes.fromhex(record["_id"]))
         outcome.dedup_keys.extend(mapped.dedup_key)
-        outcome.records.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        missing = missing_required(record, now)
+        if missing:
+            outcome.problems.append((len(outcome.records), missing))
+        outcome.records.append(line)
         outcome.event_types.append(record["eventType"])
         outcome.lag_minutes.append(
             None
@@ -345,6 +375,7 @@ def _place(
     stats: DayMappingStats,
     events: IO[bytes],
     quarantine: IO[bytes],
+    facts: FactsCollector,
 ) -> None:
     """Write one chunk's records (or count them as duplicates) and quarantined lines.
 
@@ -388,9 +419,12 @@ def _place(
         )
     if repeats:
         dropped = set(repeats)
-        records = [record for index, record in enumerate(outcome.records) if index not in dropped]
+        kept = [index for index in range(len(outcome.records)) if index not in dropped]
+        records = [outcome.records[index] for index in kept]
+        facts.add(outcome, kept, [event_ids[index] for index in kept])
     else:
         records = outcome.records
+        facts.add(outcome, list(range(len(records))), event_ids)
     del lags[None]
     stats.records += len(records)
     stats.event_types.update(+event_types)
@@ -410,58 +444,12 @@ def _place(
             stats.quarantine_reasons[reasons[0].split(":", 1)[0]] += 1
             entries.append(_quarantine_entry(number, line, reasons))
         quarantine.write(b"\n".join(entries) + b"\n")
+        facts.quarantine_lines += len(entries)
 
 
 def _pieces(joined: bytearray, size: int) -> list[bytes]:
     whole = bytes(joined)  # slices of bytes are bytes: one copy each, not two
     return [whole[start : start + size] for start in range(0, len(whole), size)]
-
-
-def duplicate_event_ids(
-    events_path: Path, work_dir: Path, examples_shown: int
-) -> tuple[int, int, list[str]]:
-    """(records read, records whose ``_id`` came earlier, a few of them), streaming.
-
-    A record without an ``_id`` is not counted here: required_xdm_fields reports it.
-    """
-    from mixpanel_assets.xdm.seen_keys import KEY_BYTES, SeenKeys
-
-    seen = SeenKeys(work_dir / "check-ids", tag_bytes=0)
-    records = duplicates = 0
-    examples: list[str] = []
-    # (record number, _id) of the records read since the last look-up, looked up together.
-    pending: list[tuple[int, str]] = []
-
-    def look_up() -> None:
-        nonlocal duplicates
-        # A 256-bit digest stands for the _id: equal _ids give equal digests, and two different
-        # ones colliding is as unlikely as for the SHA-256 _ids themselves.
-        digests = [
-            hashlib.blake2b(identifier.encode(), digest_size=KEY_BYTES).digest()
-            for _, identifier in pending
-        ]
-        for (number, identifier), first in zip(
-            pending, seen.add_all(digests, [b""] * len(digests)), strict=True
-        ):
-            if first is not None:
-                duplicates += 1
-                if len(examples) < examples_shown:
-                    examples.append(f"record {number}: _id {identifier!r} came before")
-        pending.clear()
-
-    try:
-        with igzip.open(events_path, "rb") as lines:
-            for records, line in enumerate(lines, start=1):
-                document = orjson.loads(line)
-                identifier = document.get("_id") if isinstance(document, dict) else None
-                if isinstance(identifier, str):
-                    pending.append((records, identifier))
-                    if len(pending) >= _IDS_PER_LOOK_UP:
-                        look_up()
-        look_up()
-    finally:
-        seen.close()
-    return records, duplicates, examples
 
 
 def _quarantine_entry(line_number: int, line: bytes, reasons: list[str]) -> bytes:

@@ -1,14 +1,6 @@
 """Mixpanel event -> XDM ExperienceEvent (AEP notation): a pure function of the event and a spec.
 
-Rules that matter to AEP: no nulls or empty values anywhere (the key is left out), ``timestamp``
-as RFC 3339 UTC with milliseconds, ``_id`` a SHA-256 hex digest that is the same every time the
-event is exported, one identity per namespace and exactly one primary identity. The mapping
-file (``spec.py``) sends properties to standard XDM fields with typed conversions; a value its
-conversion or field cannot take stays, untouched, among the tenant's properties, so nothing is
-lost. Everything else lives under ``_<tenant>.mixpanel``.
-
-This is the per-event hot path: the spec is compiled once into plain dicts and tuples, and the
-property loop into code per property layout (``property_writers``).
+Design notes: docs/design-notes.md, `xdm/mapping.py`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
-"""The set of a day's record keys, each with a tag: exact, at a steady speed as the day grows,
-in 2 bytes of memory per key (the run filters) beyond a fixed 30 MB or so.
+"""The set of a day's record keys, each with a tag: exact, steady and small in memory.
 
-A day may hold tens of millions of events, so the keys cannot all stay in memory; a B-tree on
-disk (SQLite) costs 7 µs or more per new key, rising as the tree outgrows its cache. Instead:
-recent keys live in a dict; each time ``spill_keys`` of them gather, they go to disk as one
-sorted run (keys, then their tags), leaving in memory only a Bloom filter and a sparse index of
-the run. A key missing from the dict is looked for on disk only when the Bloom filters say it is
-probably there: in practice only for the day's true repeats. The filters only decide where to
-look, never the answer, so the set is exact.
-
-Keys are 32-byte digests (SHA-256, BLAKE2b): uniformly spread bits, which the filters take their
-bit positions from directly. Other keys still give exact answers, only more disk reads.
+Design notes: docs/design-notes.md, `xdm/seen_keys.py`.
 """
 
 from __future__ import annotations
@@ -42,13 +32,23 @@ class _Run(NamedTuple):
 class SeenKeys:
     """Keys seen so far, each with the tag it first came with."""
 
-    def __init__(self, path: Path, *, tag_bytes: int, spill_keys: int = 1 << 16) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        tag_bytes: int,
+        spill_keys: int = 1 << 16,
+        filter_bits: int = _FILTER_BITS,
+    ) -> None:
+        """``filter_bits`` (a power of two) sizes the filter of every run: a smaller one costs
+        less memory and, past about 8 bits a key, more runs read in vain."""
         self._file = open(path, "w+b")  # noqa: SIM115 (open for the object's life; close())
         self._end = 0
         self._tag_bytes = tag_bytes
         self._spill_keys = spill_keys
         self._recent: dict[bytes, bytes] = {}
-        self._filter = np.zeros(_FILTER_BITS // 8, np.uint8)
+        self._filter_mask = filter_bits - 1
+        self._filter = np.zeros(filter_bits // 8, np.uint8)
         self._runs: list[_Run] = []
         self._run_filter_blocks: list[np.ndarray] = []  # run r's: row r % 16 of block r // 16
 
@@ -87,7 +87,7 @@ class SeenKeys:
     def _find_on_disk(self, keys: list[bytes]) -> dict[bytes, bytes]:
         """The tags of those ``keys`` that are in a run."""
         words = np.frombuffer(b"".join(keys), "<u8").reshape(-1, 4)
-        probable = np.flatnonzero(_all_set(self._filter, words & (_FILTER_BITS - 1)))
+        probable = np.flatnonzero(_all_set(self._filter, words & self._filter_mask))
         if not len(probable):
             return {}
         positions = (words[probable] >> 32) & (_RUN_FILTER_BITS - 1)
@@ -139,7 +139,7 @@ class SeenKeys:
         self._runs.append(_Run(self._end, count, index))
         self._end += count * (KEY_BYTES + self._tag_bytes)
         words = np.frombuffer(joined, "<u8").reshape(-1, 4)
-        _set(self._filter, words & (_FILTER_BITS - 1))
+        _set(self._filter, words & self._filter_mask)
         block, row = divmod(len(self._runs) - 1, _RUNS_PER_BLOCK)
         if block == len(self._run_filter_blocks):
             # Rows not yet written take no memory (zeroed pages are only mapped when written).

@@ -1,19 +1,6 @@
 """Validity by construction: a proof, made when a spec compiles, that every record fits the schema.
 
-``map_event`` writes a record of a known shape: fixed fields whose values come from a finite
-set (``eventType``, ``environment.type``, ``authenticatedState``) or a fixed form (``_id``, a
-SHA-256 hex digest; ``timestamp``, RFC 3339 with milliseconds), and mapped properties whose
-conversion gives one JSON type and whose value is checked against the field's own constraints
-(``value_checker``) before it is written. ``prove`` walks the schema cut down to those fields
-beside a description of what the mapping writes (``Leaf``, ``Obj``, ``Arr``, ``Map``) and
-accepts only what it can show: each value's type is one the field takes, each value constraint
-(pattern, format, enum, bounds...) holds for every value of a finite set, is named by the
-value's form, or is checked per value at run time, every required field is always written,
-and the defaults the schema would add are listed so that the mapping writes them itself. Any
-keyword it does not know makes the proof fail, and then every record is validated in full.
-
-At run time a deterministic sample of records (``sampled``), and every record whose values took
-a path the proof does not cover, are still validated in full; a failure there fails the day.
+Design notes: docs/design-notes.md, `xdm/validity.py`.
 """
 
 from __future__ import annotations

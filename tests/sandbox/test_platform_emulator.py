@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -918,7 +919,9 @@ def test_a_big_batch_is_validated_by_worker_processes_as_one_pass_would(tmp_path
         workers = _ingest_files(parallel, tmp_path / "parallel", files, **fields)
 
     assert len(one_pass["parts"]) == 1
-    assert len(workers["parts"]) > 10
+    # A file without a bad line is one part, validated as it was uploaded; the others are
+    # validated again in slices at processing time, their failed rows in order.
+    assert len(workers["parts"]) > len(files)
     batch = workers["batch"]
     assert (batch["status"], batch["recordCount"], batch["failedRecordCount"]) == (
         "success",
@@ -1053,3 +1056,44 @@ def test_the_local_platform_never_imports_the_mapping() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert imported.strip() == "[]"
+
+
+def test_files_validated_as_they_arrive_are_judged_again_when_they_changed(
+    tmp_path: Path,
+) -> None:
+    """A big file is validated as soon as it is uploaded; what stands at processing time is the
+    file as it is then, judged with the processing's clock."""
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    almost_due = event("soon", timestamp=soon.isoformat(timespec="milliseconds"))
+    valid = jsonl(*(event(f"v{index}") for index in range(40)))
+    with PlatformEmulator(
+        tmp_path / "aep", processing_seconds=0.02, parallel_min_bytes=8000
+    ) as emulator:
+        platform = Platform(emulator)
+        dataset_id = emulator.create_dataset("events")
+        batch_id = platform.create_batch(
+            dataset_id, enableErrorDiagnostics=True, partialIngestionPercent=10
+        )
+        files = {
+            "valid.json": valid,  # validated early, taken as one part
+            "replaced.json": valid,  # validated early, then replaced by a file with a bad row
+            "soon.json": valid + jsonl(almost_due),  # refused early: then in the future
+        }
+        for name, data in files.items():
+            assert platform.put_file(batch_id, dataset_id, name, data).status_code == 201
+        for _, judged, _ in emulator._early_validations()[batch_id]._files.values():
+            judged.result()  # the first upload of each is judged before "replaced" is replaced
+        broken = jsonl(event("r0"), event("r1", eventType=7))
+        assert platform.put_file(batch_id, dataset_id, "replaced.json", broken).status_code == 200
+        time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds() + 0.5))
+        assert platform.action(batch_id, "COMPLETE").status_code == 200
+        batch = platform.wait(batch_id)
+        failed = platform.failed_rows(batch_id)
+        parts = sorted((tmp_path / "aep" / "datasets" / dataset_id / batch_id).iterdir())
+
+    assert batch["status"] == "success" and batch["failedRecordCount"] == 1
+    assert [orjson.loads(row["_corrupt_record"])["_id"] for row in failed] == ["r1"]
+    assert batch["metrics"]["inputRecordCount"] == 40 + 2 + 41
+    assert batch["metrics"]["outputRecordCount"] == 40 + 1 + 41  # "soon" is in the past now
+    # Slices for the replaced file and the one with a row refused early; one part for the valid.
+    assert len(parts) > 3
