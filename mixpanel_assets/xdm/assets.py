@@ -42,8 +42,11 @@ def build_xdm_experience_events(
     project: ProjectKeys = FLAT,
     mapping_file: str | None = None,
 ) -> AssetsDefinition:
-    """The asset of ``project``; ``mapping_file`` (the project's own) replaces
-    MIXPANEL_ASSETS_MAPPING's for the columns it declares."""
+    """The ``xdm_experience_events`` asset of ``project``.
+
+    ``mapping_file`` (the project's own) replaces MIXPANEL_ASSETS_MAPPING's for the columns it
+    declares.
+    """
 
     @asset(
         name=XDM_EVENTS,
