@@ -95,3 +95,21 @@ def test_classes_and_public_functions_open_with_a_one_line_summary() -> None:
             if not docstring or _summary_lines(docstring) > 1:
                 problems.append(f"{name}:{node.lineno} {node.name}")
     assert problems == []
+
+
+def test_nested_public_functions_such_as_assets_open_with_a_one_line_summary() -> None:
+    """An asset's or check's docstring is its description in Dagster: one line first there too."""
+    problems = []
+    for path in _modules():
+        tree = ast.parse(path.read_text())
+        outer = {*tree.body}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                outer.update(node.body)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef) or node in outer or node.name.startswith("_"):
+                continue
+            docstring = ast.get_docstring(node)
+            if docstring and _summary_lines(docstring) > 1:
+                problems.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert problems == []
