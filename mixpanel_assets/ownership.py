@@ -36,6 +36,7 @@ def owners() -> list[str]:
 
 
 def code_version() -> str:
+    """The installed package's version, ``unknown`` in a source tree never installed."""
     try:
         return version("mixpanel-assets")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -45,8 +46,10 @@ def code_version() -> str:
 def with_ownership(
     assets: Sequence[AssetsDefinition], loaded_asset: str, team: list[str]
 ) -> list[AssetsDefinition]:
-    """``assets`` with owners, tags, code version and links to their source; ``loaded_asset``
-    (the last of the chain) also declares how fresh it must be."""
+    """``assets`` with owners, tags, code version and links to their source.
+
+    ``loaded_asset`` (the last of the chain) also declares how fresh it must be.
+    """
     release = code_version()
 
     def attributes(spec: AssetSpec) -> AssetSpec:

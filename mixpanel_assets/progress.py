@@ -15,8 +15,10 @@ PROGRESS_SECONDS = 15.0
 
 
 class Heartbeat:
-    """Calls ``report`` every ``interval`` seconds (default ``PROGRESS_SECONDS``) from a daemon
-    thread while the ``with`` block runs, so that a blocked read or a long sleep still speaks."""
+    """Calls ``report`` every ``interval`` seconds from a daemon thread while the block runs.
+
+    The interval defaults to ``PROGRESS_SECONDS``. A blocked read or a long sleep still speaks.
+    """
 
     def __init__(self, report: Callable[[], None], interval: float | None = None) -> None:
         self._report = report

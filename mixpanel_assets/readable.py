@@ -11,8 +11,10 @@ def iso_utc(epoch_seconds: float) -> str:
 
 
 def utc_instant(epoch_ms: int | None) -> str:
-    """``2026-11-01T23:59:58.123Z``: a millisecond instant (a watermark) as ISO 8601 UTC, to the
-    millisecond; ``none`` when there is none."""
+    """A millisecond instant (a watermark) as ISO 8601 UTC to the millisecond, else ``none``.
+
+    For example ``2026-11-01T23:59:58.123Z``.
+    """
     if not epoch_ms:
         return "none"
     seconds, millis = divmod(int(epoch_ms), 1000)

@@ -34,6 +34,8 @@ FAILED_ROWS_SHOWN = 5
 
 @dataclass(frozen=True)
 class DayBatchRequest:
+    """Where and how to load one day: dataset, batch tags and predecessors, file size, limits."""
+
     dataset_id: str
     external_id: str
     tags: dict[str, list[str]]
@@ -46,6 +48,8 @@ class DayBatchRequest:
 
 @dataclass
 class DayBatchResult:
+    """What became of the day's batch: its id, AEP's status and counts, errors and failed rows."""
+
     batch_id: str
     status: str
     uploaded_records: int
@@ -60,6 +64,7 @@ class DayBatchResult:
 
     @property
     def failed_percent(self) -> float:
+        """The share (percent) of the processed records that AEP rejected."""
         processed = self.processed_count or self.record_count + self.failed_record_count
         return 100.0 * self.failed_record_count / processed if processed else 0.0
 
@@ -67,6 +72,7 @@ class DayBatchResult:
 def load_day(
     client: AEPClient, records_path: Path, request: DayBatchRequest, work_dir: Path
 ) -> DayBatchResult:
+    """Upload the day's gzip JSON-lines records as one batch, complete it and wait for AEP."""
     if not 0 < request.max_file_bytes <= MAX_SMALL_FILE_BYTES:
         raise ValueError(
             f"AEP_UPLOAD_FILE_MAX_BYTES={request.max_file_bytes} must be between 1 and "
@@ -178,6 +184,7 @@ def describe_failed_row(row: dict[str, Any]) -> str:
 
 
 def batch_failed(result: DayBatchResult) -> bool:
+    """Whether AEP ended the batch in a status other than success."""
     return result.status not in SUCCEEDED
 
 

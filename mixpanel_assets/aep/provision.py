@@ -26,6 +26,7 @@ from mixpanel_assets.xdm.spec import MAPPING_VARIABLE, load_rules
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Provision the schema and dataset from the environment; 0 on success, 1 on an error."""
     parser = argparse.ArgumentParser(
         prog="python -m mixpanel_assets.aep.provision",
         description="Create the XDM schema and dataset mixpanel-assets writes to (idempotent).",

@@ -26,6 +26,8 @@ class ProvisioningError(AEPError):
 
 @dataclass(frozen=True)
 class ProvisioningSpec:
+    """What to set up in AEP: the tenant's fields, identity namespaces and the names to use."""
+
     tenant_id: str
     tenant_fields: Mapping[str, Any]  # the tenant field group's fields, in AEP notation
     namespaces: IdentityNamespaces
@@ -35,8 +37,10 @@ class ProvisioningSpec:
 
     @classmethod
     def for_mapping(cls, tenant_id: str, rules: MappingRules, **changes: Any) -> ProvisioningSpec:
-        """What the mapping ``rules`` write under ``_<tenant_id>`` and into which identity
-        namespaces (a malformed tenant id raises ValueError naming AEP_TENANT_ID)."""
+        """What the mapping ``rules`` write under ``_<tenant_id>`` and into which namespaces.
+
+        A malformed tenant id raises ValueError naming AEP_TENANT_ID.
+        """
         return cls(
             tenant_id=tenant_id,
             tenant_fields=tenant_field_group(tenant_id, rules.custom_tenant_fields()),
@@ -52,6 +56,8 @@ class ProvisioningSpec:
 
 @dataclass
 class Provisioned:
+    """What provisioning found or made: the ids and each step, created now or already there."""
+
     dataset_id: str
     schema_id: str
     field_group_id: str
@@ -59,9 +65,11 @@ class Provisioned:
 
     @property
     def created(self) -> list[str]:
+        """The steps that created something now."""
         return [what for what, created in self.steps if created]
 
     def report(self) -> list[str]:
+        """One line per step: ``created`` or ``exists`` and what."""
         return [f"{'created' if created else 'exists '}  {what}" for what, created in self.steps]
 
 

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SettledDay:
+    """A day's batches once settled: the live ones to replay and the unfinished ones aborted."""
+
     live: list[str]  # the batches a new batch of the day must replay, oldest first
     aborted: list[str]  # unfinished batches of dead runs, aborted now
 

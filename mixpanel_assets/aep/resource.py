@@ -76,6 +76,7 @@ class AEPResource(ConfigurableResource):
         return self.model_copy(update={"dataset_id": dataset_id}) if dataset_id else self
 
     def get_client(self) -> AEPClient:
+        """A client for this credential, once the dataset and upload file size are checked."""
         require_non_empty({"AEP_DATASET_ID": self.dataset_id})
         if not 0 < self.upload_file_max_bytes <= MAX_SMALL_FILE_BYTES:
             raise ConfigError(

@@ -33,6 +33,8 @@ class SchemaMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class TargetSchema:
+    """The target dataset's schema as validators, with the fingerprint of AEP's answer."""
+
     dataset_id: str
     schema_id: str
     validator: Draft6Validator  # lists every problem of one record

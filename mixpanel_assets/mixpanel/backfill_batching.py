@@ -96,13 +96,16 @@ class BackfillStaging:
 
     @contextmanager
     def locked(self) -> Iterator[BackfillStaging]:
+        """The staging, held under the backfill's lock for the block."""
         with self._coordinator.lock(_lock_name(self._store)):
             yield self
 
     def has(self, day: date) -> bool:
+        """Whether the day's export file and its summary are staged (so the file is complete)."""
         return self._store.exists(_summary_name(day)) and self._store.exists(_data_name(day))
 
     def taken(self, day: date) -> bool:
+        """Whether the day was already handed to its run."""
         return self._store.exists(_taken_name(day))
 
     def to_export(self, day: date, block: list[date]) -> list[date]:

@@ -78,6 +78,7 @@ class ExportQuery:
     time_in_ms: bool = False
 
     def params(self, project_id: str) -> dict[str, str]:
+        """The export endpoint's query parameters for ``project_id``."""
         params = {
             "project_id": project_id,
             "from_date": self.from_date.isoformat(),
@@ -109,6 +110,7 @@ class ExportSummary:
     attempts: int = 1
 
     def observe(self, line: bytes) -> None:
+        """Count one exported line: its event name, time range and processing-time watermark."""
         self.line_count += 1
         try:
             event = orjson.loads(line)
@@ -153,6 +155,7 @@ class _DaySplitter:
             file.close()
 
     def route(self, line: bytes) -> None:
+        """Write the line to the file of its event's day; a line of no requested day raises."""
         try:
             day = self._day_of(orjson.loads(line)["properties"]["time"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
@@ -168,6 +171,7 @@ class _DaySplitter:
         self._summaries[day].observe(line)
 
     def summaries(self) -> dict[date, ExportSummary]:
+        """Each day's summary, with the checksum of its lines."""
         for day, summary in self._summaries.items():
             summary.sha256 = self._digests[day].hexdigest()
         return self._summaries

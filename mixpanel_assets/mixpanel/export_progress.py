@@ -24,9 +24,11 @@ class _Counted(Protocol):
 
 
 class ExportProgress:
-    """Says, at its start and then every ``PROGRESS_SECONDS``, what an export attempt is doing:
-    waiting for the rate budget (until when), for Mixpanel's first bytes, or how many events and
-    bytes have arrived."""
+    """Says, at its start and then every ``PROGRESS_SECONDS``, what an export attempt is doing.
+
+    That is: waiting for the rate budget (until when), for Mixpanel's first bytes, or how many
+    events and bytes have arrived.
+    """
 
     def __init__(self, what: str, attempt: int, max_attempts: int) -> None:
         self.what = what
@@ -67,6 +69,7 @@ class ExportProgress:
         self._counted = counted
 
     def report(self) -> None:
+        """Log what the attempt is doing now."""
         elapsed = time.monotonic() - self._started
         if self._budget_until is not None and time.time() < self._budget_until:
             logger.info(

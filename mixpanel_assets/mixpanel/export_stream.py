@@ -35,6 +35,7 @@ class LineScanner:
         self.line_count = 0
 
     def feed(self, data: bytes) -> None:
+        """Take the next decompressed bytes and pass on every line they complete."""
         if not data:
             return
         self._digest.update(data)
@@ -66,13 +67,16 @@ class LineScanner:
 
 
 class _GzipStreamReader:
-    """Decompresses gzip members one after another (through ISA-L, about twice zlib's speed),
-    noticing a stream cut short."""
+    """Decompresses gzip members one after another, noticing a stream cut short.
+
+    It goes through ISA-L, about twice zlib's speed.
+    """
 
     def __init__(self) -> None:
         self._decompressor = isal_zlib.decompressobj(wbits=31)
 
     def feed(self, data: bytes) -> bytes:
+        """The decompressed bytes of the next compressed ones, across gzip members."""
         out = []
         while data:
             out.append(self._decompressor.decompress(data))
@@ -82,6 +86,7 @@ class _GzipStreamReader:
         return b"".join(out)
 
     def finish(self) -> bytes:
+        """The last decompressed bytes; raises if the stream ended before its end marker."""
         tail = self._decompressor.flush()
         if not self._decompressor.eof:
             raise IncompleteExportError("the gzip stream ended before its end marker")

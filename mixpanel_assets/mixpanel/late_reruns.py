@@ -14,8 +14,10 @@ CHECK_NAME = "late_events_reloaded"
 
 @dataclass
 class LateRerun:
-    """Re-runs requested for a day's late events beyond ``watermark`` (the mark it was loaded
-    with when they were found)."""
+    """Re-runs requested for a day's late events beyond ``watermark``.
+
+    ``watermark`` is the mark the day was loaded with when the late events were found.
+    """
 
     watermark: int
     requests: int = 1
@@ -23,8 +25,10 @@ class LateRerun:
     reported: bool = False  # the check already says the sensor gave up on the day
 
     def backoff_seconds(self, base_seconds: float) -> float:
-        """The pause after the latest request before a failed re-run is asked again: none after
-        the first (the next tick may), then 1, 3, 7... times ``base_seconds``."""
+        """The pause after the latest request before a failed re-run is asked again.
+
+        None after the first (the next tick may), then 1, 3, 7... times ``base_seconds``.
+        """
         return base_seconds * (2 ** (self.requests - 1) - 1)
 
 

@@ -24,6 +24,8 @@ SECOND_WINDOW_WAIT = SECOND + MARGIN
 
 
 class RateBudget:
+    """One project's export query budget (per hour and per second), booked under a shared lock."""
+
     def __init__(
         self,
         coordinator: Coordinator,
@@ -67,11 +69,10 @@ class RateBudget:
         return slot
 
     def take_if_free(self, within_seconds: float = 0.0) -> float | None:
-        """Book a slot only if one is free within ``within_seconds`` (then wait for it), never
-        waiting for the budget's lock or for the hourly window.
+        """Book a slot only if one is free within ``within_seconds`` (then wait for it).
 
-        None when a slot was booked; else the seconds until one may be (queued bookings of runs
-        come first).
+        It never waits for the budget's lock or for the hourly window. None when a slot was
+        booked; else the seconds until one may be (queued bookings of runs come first).
         """
         with self._coordinator.try_update_state(self._name) as state:
             if state is None:

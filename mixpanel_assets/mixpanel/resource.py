@@ -94,8 +94,11 @@ class MixpanelResource(ConfigurableResource):
 
     @classmethod
     def for_project(cls, spec: ProjectSpec, **settings: Any) -> MixpanelResource:
-        """One project of the projects file (credentials resolved at launch), or ``from_env``
-        for the single project of the MIXPANEL_* variables."""
+        """One project of the projects file (credentials resolved at launch).
+
+        A spec without a project id gives ``from_env``: the single project of the MIXPANEL_*
+        variables.
+        """
         if spec.project_id is None:
             return cls.from_env(**settings)
         return cls(
@@ -113,6 +116,7 @@ class MixpanelResource(ConfigurableResource):
         )
 
     def resolved_export_url(self) -> str:
+        """The export endpoint: MIXPANEL_EXPORT_URL if set (https checked), else the region's."""
         if self.export_url:
             return require_https(
                 "MIXPANEL_EXPORT_URL", self.export_url, "https://data.mixpanel.com/api/2.0/export"
@@ -126,6 +130,7 @@ class MixpanelResource(ConfigurableResource):
         return REGION_EXPORT_URLS[region]
 
     def checked_event_time(self) -> str:
+        """The event-time regime (MIXPANEL_EVENT_TIME), once checked to be a known one."""
         return validate_event_time(self.event_time)
 
     def export_timezone(self) -> str:
@@ -133,6 +138,7 @@ class MixpanelResource(ConfigurableResource):
         return export_timezone(self.checked_event_time(), validate_timezone(self.project_timezone))
 
     def get_client(self) -> MixpanelExportClient:
+        """An export client for this project, once its credentials and settings are checked."""
         require_non_empty(
             {
                 "MIXPANEL_PROJECT_ID": self.project_id,

@@ -50,10 +50,13 @@ def build_late_events_sensor(
     max_reruns: int = 3,
     project: ProjectKeys = FLAT,
 ) -> SensorDefinition:
-    """The sensor of ``project``; ``loaded_asset`` is the last asset of the chain, whose
-    materializations record the watermark a day reached the destination with. A day whose
-    re-runs keep failing is asked again after a doubling pause, ``max_reruns`` times at most,
-    then reported on the check ``late_events_reloaded`` of ``loaded_asset``."""
+    """The late-events sensor of ``project``: it re-runs recent days that received late events.
+
+    ``loaded_asset`` is the last asset of the chain, whose materializations record the watermark
+    a day reached the destination with. A day whose re-runs keep failing is asked again after a
+    doubling pause, ``max_reruns`` times at most, then reported on the check
+    ``late_events_reloaded`` of ``loaded_asset``.
+    """
     loaded_key = project.asset(loaded_asset)
     run_tags = {TRIGGER_TAG: "late_events", **project.tags}
 
@@ -156,6 +159,7 @@ class _Days:
     unprobed: list[str] = field(default_factory=list)
 
     def skip_reason(self, keys: list[str], loaded_asset: str, max_reruns: int) -> str:
+        """Why the tick requested no run: what it found of each recent day."""
         if not keys:
             return "no day of the partitions has begun yet: nothing to probe"
         span = f"{keys[0]}..{keys[-1]}"

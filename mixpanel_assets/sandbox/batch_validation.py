@@ -106,13 +106,16 @@ class EarlyValidation:
         return (tally, entry[2]) if not tally.failures else None
 
     def close(self) -> None:
+        """Stop the workers and remove the early parts."""
         self.pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
 def validated_early(size: int, parallel_min_bytes: int) -> bool:
-    """Whether an uploaded file of ``size`` bytes is worth a worker of its own while it loads:
-    as big as a slice of a batch that workers validate."""
+    """Whether an uploaded file of ``size`` bytes is worth a worker of its own while it loads.
+
+    That is, when it is as big as a slice of a batch that workers validate.
+    """
     return size >= max(1, parallel_min_bytes // _SLICES_PER_THRESHOLD)
 
 
@@ -138,8 +141,10 @@ def validate_batch(
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
     early: EarlyValidation | None = None,
 ) -> Tally:
-    """Validate every line of ``files``, in order: accepted records into Parquet parts in
-    ``records_dir`` (see ``record_parts``), failed rows into ``failed_path``.
+    """Validate every line of ``files``, in order, into accepted records and failed rows.
+
+    Accepted records go into Parquet parts in ``records_dir`` (see ``record_parts``), failed rows
+    into ``failed_path``.
 
     The first ``rejected_rows`` valid rows are rejected anyway (a queued fault): which rows those
     are depends on every row before them, so such a batch is validated in this process, as is
@@ -336,6 +341,7 @@ class _RecordSink:
         self._writer.close()
 
     def add(self, record: dict[str, Any], line: bytes) -> None:
+        """Add one accepted record (its line kept whole), writing a row group once one is full."""
         event_type = record.get("eventType")
         self._ids.append(record["_id"])
         self._timestamps.append(record["timestamp"])

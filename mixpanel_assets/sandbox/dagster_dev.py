@@ -19,8 +19,11 @@ _MISLEADING = "file will not be used to configure Dagster"
 
 
 def instance_note(folder: Path, dagster_home: str | None) -> tuple[str, bool]:
-    """What configures the Dagster instance of ``dagster dev`` started in ``folder``, and whether
-    Dagster's warning about ``folder``'s dagster.yaml would mislead (its copy is in use)."""
+    """What configures the Dagster instance of ``dagster dev`` started in ``folder``.
+
+    Also whether Dagster's warning about ``folder``'s dagster.yaml would mislead (its copy is in
+    use).
+    """
     if not dagster_home:
         return (
             "Dagster instance: DAGSTER_HOME is not set, so dagster dev keeps this session in a "

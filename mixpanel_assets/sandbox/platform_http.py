@@ -35,6 +35,8 @@ _LINE_LIMIT = 65536
 
 @dataclass
 class Response:
+    """An HTTP answer: status, headers and a body in memory or a file streamed from disk."""
+
     status: int
     body: bytes = b""
     content_type: str = "application/json"
@@ -51,6 +53,7 @@ class ApiError(Exception):
 
 
 def json_answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer of ``payload`` with ``status``."""
     return Response(status, orjson.dumps(payload), headers=headers or {})
 
 
@@ -66,6 +69,7 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 
 
 def fault_error(fault: Fault) -> ApiError:
+    """The error a queued fault answers with, with its Retry-After if it has one."""
     headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
     return problem(fault.status, "Fault queued on the local platform.", headers)
 
@@ -99,6 +103,7 @@ class Body:
         return self._stream
 
     def read_all(self, limit: int) -> bytes:
+        """The whole body, for small ones; over ``limit`` bytes answers 413."""
         data = bytearray()
         for chunk in self.chunks():
             data += chunk
@@ -154,6 +159,8 @@ class Body:
 
 @dataclass
 class Request:
+    """An HTTP request as the emulator sees it: method, path, query, headers and body stream."""
+
     method: str
     path: str
     query: dict[str, list[str]]
@@ -161,6 +168,7 @@ class Request:
     body: Body
 
     def param(self, name: str) -> str | None:
+        """The query parameter's last value, None when absent."""
         values = self.query.get(name)
         return values[-1] if values else None
 
@@ -178,6 +186,7 @@ class Server(ThreadingHTTPServer):
         super().__init__(address, Handler)
 
     def close_connections(self) -> None:
+        """Shut down every open connection, idle keep-alive ones too."""
         with self.connections_lock:
             for connection in self.connections:
                 with contextlib.suppress(OSError):  # already closed by the client
@@ -249,6 +258,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object body; a wrong content type or body answers 415 or 400."""
     if request.headers.get_content_type() != "application/json":
         raise problem(415, "Send the body as Content-Type application/json.")
     try:
@@ -261,6 +271,7 @@ def json_body(request: Request) -> dict[str, Any]:
 
 
 def whole_number(text: str, name: str, lowest: int, highest: int | None) -> int:
+    """``text`` as a whole number within the bounds; else raises a 400 answer naming ``name``."""
     if not text.isdigit() or int(text) < lowest or (highest is not None and int(text) > highest):
         bounds = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
         raise problem(400, f"{name} must be a whole number {bounds}.")

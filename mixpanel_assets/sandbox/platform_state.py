@@ -26,6 +26,8 @@ class RequestLogEntry:
 
 @dataclass
 class Fault:
+    """A queued fault: the next ``remaining`` matching requests are answered with ``status``."""
+
     method: str
     path_prefix: str
     status: int
@@ -44,6 +46,8 @@ class BatchFault:
 
 @dataclass
 class Dataset:
+    """A dataset as the catalog file stores it."""
+
     id: str
     name: str
     created: int
@@ -64,6 +68,8 @@ class RegistryResource:
 
 @dataclass
 class Descriptor:
+    """A schema registry descriptor: ``body`` as posted, plus its id and creation time."""
+
     id: str
     body: dict[str, Any]
     created: int
@@ -71,6 +77,8 @@ class Descriptor:
 
 @dataclass
 class Namespace:
+    """An identity namespace as the identity service stores it."""
+
     id: int
     code: str
     name: str
@@ -105,6 +113,8 @@ class Batch:
 
 @dataclass
 class Outcome:
+    """How processing ended a batch: its status, metrics, accepted and failed counts, errors."""
+
     status: str
     metrics: dict[str, int]
     accepted: int
@@ -119,4 +129,5 @@ def new_batch_id() -> str:
 
 
 def now_ms() -> int:
+    """The current time in epoch milliseconds, as the platform's timestamps are."""
     return int(time.time() * 1000)

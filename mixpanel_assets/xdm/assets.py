@@ -42,8 +42,11 @@ def build_xdm_experience_events(
     project: ProjectKeys = FLAT,
     mapping_file: str | None = None,
 ) -> AssetsDefinition:
-    """The asset of ``project``; ``mapping_file`` (the project's own) replaces
-    MIXPANEL_ASSETS_MAPPING's for the columns it declares."""
+    """The ``xdm_experience_events`` asset of ``project``.
+
+    ``mapping_file`` (the project's own) replaces MIXPANEL_ASSETS_MAPPING's for the columns it
+    declares.
+    """
 
     @asset(
         name=XDM_EVENTS,
@@ -58,8 +61,10 @@ def build_xdm_experience_events(
         },
     )
     def xdm_experience_events(context: AssetExecutionContext) -> MaterializeResult:
-        """The day's events as XDM ExperienceEvents (gzip JSON lines), deduplicated by
-        Mixpanel's key; events that cannot be valid XDM are quarantined with their reasons."""
+        """The day's events as XDM ExperienceEvents (gzip JSON lines), deduplicated by their key.
+
+        The key is Mixpanel's; events that cannot be valid XDM are quarantined with their reasons.
+        """
         mixpanel: MixpanelResource = project.resource(context, "mixpanel")
         xdm_mapping: XdmMappingResource = project.resource(context, "xdm_mapping")
         partition_files: PartitionFiles = project.resource(context, "partition_files")

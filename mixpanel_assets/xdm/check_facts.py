@@ -76,6 +76,7 @@ class HashingFile:
         return self._file.closed
 
     def sha256(self) -> str:
+        """The SHA-256 (hex) of the bytes written so far."""
         return self._hash.hexdigest()
 
 
@@ -88,6 +89,7 @@ def stream_sha256(stream: IO[bytes]) -> str:
 
 
 def judged_now() -> datetime:
+    """The instant (now, UTC) that records' timestamps are judged against."""
     return datetime.now(UTC)
 
 

@@ -49,6 +49,7 @@ OFFSET_TOLERANCE_MINUTES = 5
 def build_xdm_checks(
     partitions_def: TimeWindowPartitionsDefinition, project: ProjectKeys = FLAT
 ) -> Sequence[AssetChecksDefinition]:
+    """The asset checks of ``project``'s ``xdm_experience_events``."""
     files_key = project.named("partition_files")
 
     @asset_check(
@@ -253,8 +254,10 @@ def build_xdm_checks(
 
 
 def suspected_time_offset_minutes(fresh_events: int, median_lag_minutes: int | None) -> int | None:
-    """The UTC offset (minutes) that the median processing lag of live events looks like, or
-    None when it looks like an ordinary lag (or there are too few events to tell)."""
+    """The UTC offset (minutes) that the median processing lag of live events looks like.
+
+    None when it looks like an ordinary lag (or there are too few events to tell).
+    """
     if median_lag_minutes is None or fresh_events < MIN_FRESH_EVENTS:
         return None
     distance, offset = min(

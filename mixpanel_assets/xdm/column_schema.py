@@ -28,8 +28,10 @@ _FILLED_BY_THE_MAPPING = (
 
 
 def xdm_column_schema(rules: MappingRules, tenant_id: str | None = None) -> TableSchema:
-    """One column per XDM field a record may hold: the mapping's own, then one per mapped
-    property. ``_tenant`` is the tenant object ``_<tenant_id>`` when the tenant is known."""
+    """One column per XDM field a record may hold: the mapping's own, then one per property.
+
+    ``_tenant`` is the tenant object ``_<tenant_id>`` when the tenant is known.
+    """
 
     def name(path: str) -> str:
         if tenant_id and path.startswith(f"{TENANT_OBJECT}."):

@@ -61,6 +61,7 @@ def as_number(value: Any) -> int | float | None:
 
 
 def as_boolean(value: Any) -> bool | None:
+    """A JSON boolean as it is; None for anything else."""
     return value if type(value) is bool else None
 
 
@@ -91,6 +92,8 @@ def _library_uri(name: str) -> str:
 
 
 class Conversion(NamedTuple):
+    """A property conversion: the function that types a value, and the JSON type it gives."""
+
     convert: Callable[[Any], Any]
     json_type: str  # the JSON Schema type of what ``convert`` returns
 

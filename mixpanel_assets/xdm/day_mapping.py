@@ -64,6 +64,8 @@ _WORKER_GC_THRESHOLD = 50_000
 
 @dataclass
 class DayMappingStats:
+    """What mapping the day did: counts, quarantine reasons, event types, lags, check facts."""
+
     raw_lines: int = 0
     records: int = 0
     duplicates_dropped: int = 0
@@ -91,6 +93,8 @@ class DayMappingStats:
 
 
 class MappedEvent(NamedTuple):
+    """One event mapped: its XDM record, dedup key, processing lag and full-validation flag."""
+
     record: dict[str, Any]
     dedup_key: bytes
     # mp_processing_time_ms minus the event's instant (s); None for imported events.
@@ -178,8 +182,11 @@ class _ChunkOutcome(NamedTuple):
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup
-    v2 ``cpu.max``), which ``os.cpu_count`` ignores and a Kubernetes CPU limit sets."""
+    """The CPUs this process may use: its affinity, capped by a container's CPU quota.
+
+    The quota is cgroup v2's ``cpu.max``, which ``os.cpu_count`` ignores and a Kubernetes CPU
+    limit sets.
+    """
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()

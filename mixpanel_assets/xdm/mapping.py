@@ -50,6 +50,7 @@ class MappingSpec(BaseModel):
 
     @cached_property
     def compiled(self) -> CompiledMapping:
+        """The mapping compiled for this spec, once."""
         return CompiledMapping.build(self)
 
 
@@ -80,6 +81,7 @@ class CompiledMapping:
 
     @classmethod
     def build(cls, spec: MappingSpec) -> CompiledMapping:
+        """Compile ``spec``: each property's target and conversion, the validator and proof."""
         tenant_field_group(spec.tenant_id)  # fails early, naming AEP_TENANT_ID, if malformed
         tenant_key = f"_{spec.tenant_id}"
         rules = spec.rules
@@ -270,8 +272,11 @@ def map_event(
 
 
 def timestamp_proven(seconds: float) -> bool:
-    """Whether ``_rfc3339`` gives the proof's ``rfc3339-ms`` form for ``seconds``: from the
-    tables or from ``datetime``, from 1970 to 9999 (not the text it falls back on)."""
+    """Whether ``_rfc3339`` gives the proof's ``rfc3339-ms`` form for ``seconds``.
+
+    True for what the tables or ``datetime`` give, from 1970 to 9999 (not the text it falls back
+    on).
+    """
     return 0 <= seconds < _YEAR_10000
 
 

@@ -36,8 +36,10 @@ class XdmMappingResource(ConfigurableResource):
 
     @classmethod
     def from_env(cls, mapping_file: str | None = None) -> XdmMappingResource:
-        """From the contract's variables; ``mapping_file`` (a project's own) replaces
-        MIXPANEL_ASSETS_MAPPING's."""
+        """Configured from the contract's variables.
+
+        ``mapping_file`` (a project's own) replaces MIXPANEL_ASSETS_MAPPING's.
+        """
         return cls(
             tenant_id=EnvVar("AEP_TENANT_ID"),
             mapping_file=mapping_file or env_or_default(MAPPING_VARIABLE, ""),
@@ -61,6 +63,7 @@ class XdmMappingResource(ConfigurableResource):
             raise ConfigError(str(problem)) from None
 
     def mapping_source(self) -> str:
+        """The mapping file in use: the configured one, else the default one's path."""
         return self.mapping_file or str(DEFAULT_MAPPING_FILE)
 
     def spec(self, mixpanel: MixpanelResource) -> MappingSpec:

@@ -104,10 +104,12 @@ def _merge(form: dict[str, Any], part: dict[str, Any]) -> None:
 
 
 def proved_fingerprint(spec: MappingSpec) -> str | None:
-    """The fingerprint of the schema ``spec``'s mapping proves its records against, when the
-    proof holds (``validity``) and the schema, closed as the target check closes it, declares
-    every field the mapping writes; else None (the records are then checked against the
-    dataset's schema one by one)."""
+    """The fingerprint of the schema ``spec``'s mapping proves its records against, or None.
+
+    There is one when the proof holds (``validity``) and the schema, closed as the target check
+    closes it, declares every field the mapping writes; else None (the records are then checked
+    against the dataset's schema one by one).
+    """
     compiled = spec.compiled
     if compiled.proof is None:
         return None

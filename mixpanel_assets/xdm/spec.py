@@ -60,8 +60,11 @@ _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
 
 
 class MappingFileError(ValueError):
-    """The mapping file is missing or malformed; the message names the variable, the file, the
-    key and the fix. (The resource turns it into the project's ConfigError.)"""
+    """The mapping file is missing or malformed.
+
+    The message names the variable, the file, the key and the fix. (The resource turns it into
+    the project's ConfigError.)
+    """
 
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -104,6 +107,7 @@ class PropertyMapping(_Strict):
 
     @property
     def path(self) -> tuple[str, ...]:
+        """The XDM field's path, one name per level."""
         return tuple(self.xdm.split("."))
 
     @field_validator("type")
@@ -231,6 +235,7 @@ def load_rules(file: str = "") -> MappingRules:
 
 
 def default_rules() -> MappingRules:
+    """The rules of the default mapping file."""
     return load_rules()
 
 

@@ -61,6 +61,8 @@ class Obj:
 
 @dataclass(frozen=True)
 class Arr:
+    """An array whose every item is one ``Fact``."""
+
     item: Fact
 
 
@@ -88,8 +90,11 @@ class _Walk:
 
 
 def prove(schema: dict[str, Any], record: Obj) -> tuple[Proof | None, list[str]]:
-    """(the proof, []) when every record shaped as ``record`` fits ``schema`` (a cut schema:
-    references inlined, see ``schema.cut_record_schema``); (None, what could not be shown)."""
+    """(the proof, []) when every record shaped as ``record`` fits ``schema``; else (None, why).
+
+    ``schema`` is a cut schema (references inlined, see ``schema.cut_record_schema``); the
+    problems say what could not be shown.
+    """
     walk = _Walk()
     _object(schema, record, (), walk, defaults_allowed=True)
     if walk.problems:
@@ -212,8 +217,11 @@ def apply_defaults(record: dict[str, Any], proof: Proof) -> None:
 def record_fact(
     facts: Iterable[tuple[tuple[str, ...], Fact]], always: dict[tuple[str, ...], frozenset[str]]
 ) -> Obj:
-    """The ``Obj`` of a record from (path, fact) pairs, with the fields ``always`` written in
-    the objects at its paths (the record's at ``()``); objects it does not name have none."""
+    """The ``Obj`` of a record from (path, fact) pairs.
+
+    ``always`` names, by path (the record's at ``()``), the fields always written in the object
+    there; objects it does not name have none.
+    """
     root: dict[str, Any] = {}
     for path, fact in facts:
         node = root
