@@ -7,11 +7,28 @@ Knows nothing of Dagster: steps report through module loggers, which reach the r
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 # A long wait or transfer says what it is doing at least this often.
 PROGRESS_SECONDS = 15.0
+
+
+class Throttle:
+    """Says when a long loop should report again: at most once every ``interval`` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._due = time.monotonic() + interval
+
+    def due(self) -> bool:
+        """True once ``interval`` seconds have passed since the last True (or the start)."""
+        now = time.monotonic()
+        if now < self._due:
+            return False
+        self._due = now + self._interval
+        return True
 
 
 class Heartbeat:

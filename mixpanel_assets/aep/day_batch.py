@@ -23,6 +23,7 @@ from isal import igzip
 from mixpanel_assets.aep.client import SUCCEEDED, AEPClient
 from mixpanel_assets.aep.errors import AEPError, AEPRefusal, BatchTimeoutError
 from mixpanel_assets.progress import PROGRESS_SECONDS
+from mixpanel_assets.readable import size_text
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def load_day(
                     batch_id,
                     files,
                     records,
-                    _size(total_bytes),
+                    size_text(total_bytes),
                 )
             if uploading is not None:
                 uploading.result()
@@ -287,7 +288,3 @@ class _ProgressReport:
                 "batch %s: AEP status %r after %.0f s of processing", self._batch_id, status, waited
             )
             self._status, self._said_at = status, now
-
-
-def _size(count: int) -> str:
-    return f"{count / 1_000_000:.1f} MB"

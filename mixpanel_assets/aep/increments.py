@@ -5,7 +5,6 @@ Design notes: docs/design-notes.md, `aep/increments.py`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from mixpanel_assets.intraday.ledger import DayLedger, LedgerState
 from mixpanel_assets.intraday.loaded_keys import LoadedKeys
 from mixpanel_assets.intraday.open_day import DAY_COMPLETE, fresh_until
 from mixpanel_assets.mixpanel.assets import WATERMARK
-from mixpanel_assets.progress import PROGRESS_SECONDS
+from mixpanel_assets.progress import PROGRESS_SECONDS, Throttle
 from mixpanel_assets.storage import PartitionFolder
 
 # Catalog tag of an increment's batch: the processing-time range "start..end" it loaded.
@@ -253,7 +252,7 @@ def _split_new(
     """(records whose _id an earlier load made live, records written to ``increment``)."""
     already = new = 0
     pending: list[tuple[bytes, bytes]] = []
-    next_report = time.monotonic() + PROGRESS_SECONDS
+    throttle = Throttle(PROGRESS_SECONDS)
 
     def flush(out: Any) -> None:
         nonlocal already, new
@@ -269,9 +268,8 @@ def _split_new(
             pending.append((bytes.fromhex(orjson.loads(line)["_id"]), line))
             if len(pending) >= _IDS_PER_LOOK_UP:
                 flush(out)
-                if time.monotonic() >= next_report:
+                if throttle.due():
                     log(f"closing the day: {already + new} records compared, {new} not yet live")
-                    next_report += PROGRESS_SECONDS
         flush(out)
     return already, new
 

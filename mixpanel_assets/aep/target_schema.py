@@ -5,7 +5,6 @@ Design notes: docs/design-notes.md, `aep/target_schema.py`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +18,7 @@ from jsonschema import Draft6Validator
 
 from mixpanel_assets.aep.client import XED_FULL, AEPClient
 from mixpanel_assets.aep.errors import AEPError
-from mixpanel_assets.progress import PROGRESS_SECONDS
+from mixpanel_assets.progress import PROGRESS_SECONDS, Throttle
 from mixpanel_assets.xdm.schema_fingerprint import fingerprint
 
 PROBLEMS_SHOWN = 10
@@ -54,15 +53,14 @@ class TargetSchema:
         the records checked so far every ``PROGRESS_SECONDS``.
         """
         checked = 0
-        report_at = time.monotonic() + PROGRESS_SECONDS
+        throttle = Throttle(PROGRESS_SECONDS)
         with igzip.open(records_path, "rb") as lines:
             for checked, line in enumerate(lines, start=1):
                 record = orjson.loads(line)
                 if not self._fits(record):
                     raise SchemaMismatchError(self._describe(checked, record))
-                if progress is not None and not checked & 1023 and time.monotonic() >= report_at:
+                if progress is not None and not checked & 1023 and throttle.due():
                     progress(checked)
-                    report_at = time.monotonic() + PROGRESS_SECONDS
         return checked
 
     def _fits(self, record: Any) -> bool:

@@ -1,7 +1,6 @@
 """``xdm_experience_events``: the day mapped to XDM, repeats dropped, bad events quarantined."""
 
 import os
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from mixpanel_assets.intraday.open_day import DAY_COMPLETE
 from mixpanel_assets.intraday.seeding import earlier_loads_keys
 from mixpanel_assets.mixpanel.assets import GROUP, RAW_EVENTS
 from mixpanel_assets.mixpanel.resource import MixpanelResource
-from mixpanel_assets.progress import PROGRESS_SECONDS
+from mixpanel_assets.progress import PROGRESS_SECONDS, Throttle
 from mixpanel_assets.projects import FLAT, ProjectKeys
 from mixpanel_assets.readable import size_text, utc_instant
 from mixpanel_assets.settings import ConfigError
@@ -185,13 +184,11 @@ class MappingProgress:
     def __init__(self, log: Callable[[str], None], total_lines: int) -> None:
         self._log = log
         self._total = total_lines
-        self._due = time.monotonic() + PROGRESS_SECONDS
+        self._throttle = Throttle(PROGRESS_SECONDS)
 
     def __call__(self, stats: DayMappingStats) -> None:
-        now = time.monotonic()
-        if now < self._due:
+        if not self._throttle.due():
             return
-        self._due = now + PROGRESS_SECONDS
         done = f" ({stats.raw_lines / self._total:.0%})" if self._total else ""
         self._log(
             f"mapping: {stats.raw_lines:,} of {self._total:,} raw lines{done}: "
