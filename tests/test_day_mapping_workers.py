@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import time
 from datetime import UTC, datetime
+from itertools import accumulate
 from pathlib import Path
 
 import orjson
@@ -12,9 +13,11 @@ import pytest
 
 from mixpanel_assets.settings import ConfigError
 from mixpanel_assets.xdm.check_facts import FactsCollector, duplicate_event_ids, missing_required
-from mixpanel_assets.xdm.day_mapping import DayMappingStats, _ChunkOutcome, map_day
+from mixpanel_assets.xdm.day_mapping import DayMappingStats, map_day
+from mixpanel_assets.xdm.line_mapping import ChunkOutcome
 from mixpanel_assets.xdm.mapping import MappingSpec
 from mixpanel_assets.xdm.resource import XdmMappingResource
+from mixpanel_assets.xdm.validity import sampled
 
 SPEC = MappingSpec(project_id="2384945", tenant_id="acme")
 NOW = int(time.time())
@@ -98,14 +101,41 @@ def test_the_checks_facts_are_those_of_the_files_as_written(tmp_path: Path) -> N
     now = datetime.now(UTC)
     assert not any(missing_required(orjson.loads(line), now) for line in lines)
     assert duplicate_event_ids(out / "events.gz", tmp_path, 5)[:2] == (len(lines), 0)
+    # Walked for empty values: the written records of the sample validated in full, no others.
+    in_sample = sum(sampled(orjson.loads(line)["_id"]) for line in lines)
+    assert facts["records_walked_for_empty_values"] == in_sample > 0
     assert (facts["records_with_problems"], facts["repeated_ids"]) == (0, 0)
+
+
+def test_the_judge_walks_for_empty_values_unless_told_the_record_was_not_validated() -> None:
+    now = datetime.now(UTC)
+    record = {
+        "_id": "a" * 64,
+        "timestamp": "2025-05-01T11:12:50.123Z",
+        "identityMap": {"ns": [{"id": "x", "primary": True}]},
+        "web": {"name": ""},
+    }
+    assert missing_required(record, now) == "non-empty values at web/name"
+    assert missing_required(record, now, scan_empty=False) == ""
+    del record["_id"]
+    assert missing_required(record, now, scan_empty=False) == "_id"
 
 
 def test_facts_number_the_written_records_around_dropped_ones(tmp_path: Path) -> None:
     ids = ["a" * 64, "b" * 64, "c" * 64, "a" * 64, "d" * 64]
     records = [orjson.dumps({"_id": identifier}) + b"\n" for identifier in ids]
-    outcome = _ChunkOutcome(
-        5, 0, bytearray(), bytearray(), records, [], [], [], [(1, "dropped"), (2, "third")]
+    ends = list(accumulate(map(len, records)))
+    outcome = ChunkOutcome(
+        5,
+        bytearray(),
+        bytearray(),
+        b"".join(records),
+        ends,
+        [],
+        [],
+        [],
+        [(1, "dropped"), (2, "third")],
+        [],
     )
     kept = [0, 2, 3, 4]  # the second record was dropped as a repeat
     collector = FactsCollector(tmp_path)

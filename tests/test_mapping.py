@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from mixpanel_assets.xdm.day_mapping import validation_errors
+from mixpanel_assets.xdm.line_mapping import validation_errors
 from mixpanel_assets.xdm.mapping import (
     InvalidEvent,
     MappingSpec,

@@ -12,7 +12,7 @@ import orjson
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mixpanel_assets.xdm.day_mapping import MappedEvent, map_line
+from mixpanel_assets.xdm.line_mapping import MappedEvent, map_line
 from mixpanel_assets.xdm.mapping import MappingSpec, event_id, to_xdm
 from mixpanel_assets.xdm.schema import empty_value_paths, xdm_validator
 from mixpanel_assets.xdm.spec import TENANT_OBJECT, default_rules

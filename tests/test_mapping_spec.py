@@ -7,7 +7,7 @@ import pytest
 from dagster import build_resources
 
 from mixpanel_assets.settings import ConfigError
-from mixpanel_assets.xdm.day_mapping import validation_errors
+from mixpanel_assets.xdm.line_mapping import validation_errors
 from mixpanel_assets.xdm.mapping import MappingSpec, to_xdm
 from mixpanel_assets.xdm.resource import XdmMappingResource
 from mixpanel_assets.xdm.schema import schema_errors

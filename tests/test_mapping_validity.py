@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from mixpanel_assets.xdm.conversions import as_string
-from mixpanel_assets.xdm.day_mapping import MappedEvent, map_day, map_line
+from mixpanel_assets.xdm.day_mapping import map_day
+from mixpanel_assets.xdm.line_mapping import MappedEvent, map_line
 from mixpanel_assets.xdm.mapping import MappingSpec, _property_text
 from mixpanel_assets.xdm.property_writers import PropertyWriters
 from mixpanel_assets.xdm.schema import _compiled_validator, xdm_validator

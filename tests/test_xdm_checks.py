@@ -22,6 +22,7 @@ from mixpanel_assets.sandbox.local_sandbox import LocalSandbox, local_sandbox
 from mixpanel_assets.storage import PartitionFiles
 from mixpanel_assets.xdm.checks import FROM_FACTS, FROM_FILE
 from mixpanel_assets.xdm.spec import DEFAULT_MAPPING_FILE
+from mixpanel_assets.xdm.validity import sampled
 
 XDM = "xdm_experience_events"
 
@@ -146,6 +147,9 @@ def test_checks_judge_by_the_mappings_facts_and_judge_a_changed_file_itself(
     path = Path(folder.location("events", manifest))
     with gzip.open(path, "rb") as events:
         records = [orjson.loads(line) for line in events]
+    # Only the records validated in full are walked for empty values (the mapping writes none).
+    in_sample = sum(sampled(record["_id"]) for record in records)
+    assert required["records_walked_for_empty_values"] == in_sample < len(records)
     del records[1]["identityMap"]
     records[2]["_id"] = records[0]["_id"]
     with gzip.open(path, "wb") as events:
@@ -166,6 +170,7 @@ def test_checks_judge_by_the_mappings_facts_and_judge_a_changed_file_itself(
 
     passed, required = _check_metadata(checked, "required_xdm_fields")
     assert not passed and required["judged_from"] == FROM_FILE
+    assert required["records_walked_for_empty_values"] == required["records_read"]
     assert required["records_with_problems"] == 1
     assert required["examples"] == ["record 2: exactly one primary identity (found 0)"]
     passed, unique = _check_metadata(checked, "unique_event_ids")

@@ -1,11 +1,10 @@
 """What the XDM checks judge a day by, gathered once while the mapping writes it.
 
-The checks must stay independent judges of the files, so nothing here is the mapping's logic:
-``missing_required`` judges each written record as AEP's required-field rules do, the ``_id``s
-of the written records go into a set of their own (``seen_keys``), and the files' SHA-256 is
-taken from the very bytes written. The checks trust these facts only for the files they were
-taken from (``events_sha256``, ``quarantine_sha256`` in the manifest); any other file is read
-and judged again.
+Nothing here is the mapping's logic: each written record is judged by AEP's required-field
+rules, the written ``_id``s go into a set of their own (``seen_keys``) and the files' SHA-256 is
+taken from the bytes written. The checks trust these facts only for the files they were taken
+from (``events_sha256``, ``quarantine_sha256`` in the manifest); any other file is read and
+judged again. Design notes: docs/design-notes.md, `xdm/line_mapping.py`.
 """
 
 from __future__ import annotations
@@ -28,8 +27,12 @@ _CLOCK_SKEW = timedelta(seconds=FUTURE_TOLERANCE_SECONDS)
 _HASH_BLOCK = 1 << 20
 
 
-def missing_required(record: Any, now: datetime) -> str:
-    """What AEP's required-field rules find missing in ``record`` ('' when nothing)."""
+def missing_required(record: Any, now: datetime, *, scan_empty: bool = True) -> str:
+    """What AEP's required-field rules find missing in ``record`` ('' when nothing).
+
+    ``scan_empty=False`` leaves out the walk for empty values (the mapping writes none, see
+    ``map_event``; the records it validates in full are walked).
+    """
     if not isinstance(record, dict):
         return "a JSON object"
     missing = [name for name in ("_id", "timestamp") if not record.get(name)]
@@ -46,7 +49,7 @@ def missing_required(record: Any, now: datetime) -> str:
                 primaries += 1
     if primaries != 1:
         missing.append(f"exactly one primary identity (found {primaries})")
-    empty = empty_value_paths(record)
+    empty = empty_value_paths(record) if scan_empty else ()
     if empty:
         missing.append(f"non-empty values at {', '.join(empty)}")
     return ", ".join(missing)
@@ -99,6 +102,7 @@ def facts_summary(
     quarantine_sha256: str,
     records: int,
     problems: int,
+    walked_for_empty_values: int,
     problem_examples: list[str],
     repeated_ids: int,
     repeated_examples: list[str],
@@ -111,6 +115,7 @@ def facts_summary(
         "quarantine_sha256": quarantine_sha256,
         "records": records,
         "records_with_problems": problems,
+        "records_walked_for_empty_values": walked_for_empty_values,
         "problem_examples": problem_examples,
         "ids_read": ids_read,
         "repeated_ids": repeated_ids,
@@ -133,12 +138,14 @@ class FactsCollector:
         # A smaller filter than the mapping's set: 32 bits a key at 1M records, 6 at 5M.
         self._ids = SeenKeys(work_dir / "written-ids", tag_bytes=0, filter_bits=1 << 25)
         self.records = self.problems = self.ids_read = self.repeated = self.quarantine_lines = 0
+        self.walked_for_empty_values = 0
         self.problem_examples: list[str] = []
         self.repeated_examples: list[str] = []
 
     def add(self, outcome: Any, kept: list[int], event_ids: list[bytes]) -> None:
         """The written records: ``outcome``'s at the indices ``kept``, with their ``event_ids``."""
         number = {index: self.records + position for position, index in enumerate(kept, 1)}
+        self.walked_for_empty_values += sum(index in number for index in outcome.in_full)
         for index, missing in outcome.problems:
             if index in number:
                 self.problems += 1
@@ -149,7 +156,7 @@ class FactsCollector:
             if earlier is not None:
                 self.repeated += 1
                 if len(self.repeated_examples) < EXAMPLES_SHOWN:
-                    identifier = orjson.loads(outcome.records[index])["_id"]
+                    identifier = orjson.loads(outcome.record(index))["_id"]
                     self.repeated_examples.append(
                         f"record {number[index]}: _id {identifier!r} came before"
                     )

@@ -17,37 +17,19 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from isal import igzip
 
-from mixpanel_assets.xdm.check_facts import (
-    FactsCollector,
-    HashingFile,
-    facts_summary,
-    judged_now,
-    missing_required,
-)
-from mixpanel_assets.xdm.mapping import (
-    DEDUP_KEY_BYTES,
-    InvalidEvent,
-    MappingSpec,
-    dedup_key,
-    map_event,
-    parse_event,
-    timestamp_proven,
-)
-from mixpanel_assets.xdm.schema import CustomField, empty_value_paths, schema_errors
-from mixpanel_assets.xdm.validity import ProofFailed, apply_defaults, sampled
+from mixpanel_assets.xdm.check_facts import FactsCollector, HashingFile, facts_summary
+from mixpanel_assets.xdm.line_mapping import ChunkOutcome, map_chunk
+from mixpanel_assets.xdm.mapping import DEDUP_KEY_BYTES, MappingSpec
 
 if TYPE_CHECKING:
     from mixpanel_assets.xdm.seen_keys import SeenKeys
 
 _COMPRESS_LEVEL = 1
-# Processing lags are counted in whole minutes, clamped to two days either way: enough to see a
-# timezone offset, and a bounded histogram however many events the day holds.
-_LAG_LIMIT_MINUTES = 2 * 24 * 60
 _LINE_NUMBER_BYTES = 8
 KEY_TAG_BYTES = DEDUP_KEY_BYTES + _LINE_NUMBER_BYTES  # what the day's set of keys tags each with
 _EVENT_ID_BYTES = 32  # SHA-256
@@ -57,7 +39,6 @@ _CHUNK_BYTES = 1 << 20
 _CHUNKS_IN_FLIGHT_PER_WORKER = 3
 # Below this raw file size, starting workers (about a second) costs more than they save.
 PARALLEL_MIN_RAW_BYTES = 16 << 20
-# Records whose _ids the unique-_id check looks up at once.
 # Allocations between young-object collections in a mapping worker (Python's default is 700).
 _WORKER_GC_THRESHOLD = 50_000
 
@@ -90,95 +71,6 @@ class DayMappingStats:
                 summary["median_minutes"] = minutes
                 break
         return summary
-
-
-class MappedEvent(NamedTuple):
-    """One event mapped: its XDM record, dedup key, processing lag and full-validation flag."""
-
-    record: dict[str, Any]
-    dedup_key: bytes
-    # mp_processing_time_ms minus the event's instant (s); None for imported events.
-    processing_lag_seconds: float | None
-    # Whether the record went through the full validation (the sample, or not proven).
-    validated_in_full: bool = False
-
-
-def validation_errors(
-    record: dict[str, Any], tenant_id: str, custom_fields: tuple[CustomField, ...] = ()
-) -> list[str]:
-    """Why AEP would reject ``record``: empty values and schema violations (empty when valid)."""
-    errors = [f"empty value: {path}" for path in empty_value_paths(record)]
-    errors.extend(f"schema: {error}" for error in schema_errors(record, tenant_id, custom_fields))
-    return errors
-
-
-def map_line(line: bytes, spec: MappingSpec) -> MappedEvent | list[str]:
-    """One export line as a valid XDM record, or the reasons it cannot be one.
-
-    When the spec's proof holds (``validity``), records are valid by construction: only the
-    sample, and those whose timestamp took a path the proof does not name, are validated in
-    full, and one that fails raises ``ProofFailed`` (a bug: the day must fail, not quarantine).
-    Otherwise every record gets the schema's verdict (``map_event`` writes no empty values), and
-    one the schema rejects gets ``validation_errors``' full account.
-    """
-    mapping = spec.compiled
-    try:
-        name, properties = parse_event(line)
-        record, seconds = map_event(name, properties, mapping)
-        key = dedup_key(name, properties)
-    except InvalidEvent as problem:
-        return [str(problem)]
-    proof = mapping.proof
-    if proof is None:
-        if not mapping.is_valid(record):
-            return validation_errors(record, spec.tenant_id, mapping.custom_tenant_fields)
-        in_full = True
-    else:
-        apply_defaults(record, proof)
-        in_full = sampled(record["_id"]) or not timestamp_proven(seconds)
-        if in_full:
-            _validate_in_full(record, spec)
-    processed_ms = properties.get("mp_processing_time_ms")
-    if type(processed_ms) is int and properties.get("$import") is not True:
-        return MappedEvent(record, key, processed_ms / 1000 - seconds, in_full)
-    return MappedEvent(record, key, None, in_full)
-
-
-def _validate_in_full(record: dict[str, Any], spec: MappingSpec) -> None:
-    """Raise ``ProofFailed`` unless the whole schema and the empty-value scan accept ``record``
-    and the schema's validator leaves it as it is (no default the mapping failed to write)."""
-    mapping = spec.compiled
-    checked = orjson.loads(orjson.dumps(record))  # a deep copy: validators write defaults
-    errors = validation_errors(checked, spec.tenant_id, mapping.custom_tenant_fields)
-    if not errors and checked != record:
-        errors = ["the schema's validator added defaults the mapping did not write"]
-    if errors:
-        raise ProofFailed(
-            f"record {record.get('_id')!r} failed the full validation although the mapping "
-            f"proved every record valid: {'; '.join(errors[:5])}. This is a bug in "
-            "mixpanel_assets' mapping proof (xdm/validity.py): nothing of the day was "
-            "published; report it with this message."
-        )
-
-
-class _ChunkOutcome(NamedTuple):
-    """What a worker sends back for one chunk: a few flat lists, cheap to pickle.
-
-    The lists of mapped lines are in line order; ``quarantined`` holds the index (among the
-    chunk's non-empty lines), the line and the reasons of each line that could not be mapped.
-    """
-
-    lines: int
-    validated_in_full: int  # records that went through the full validation
-    event_ids: bytearray  # each record's ``_id`` as its digest, back to back
-    dedup_keys: bytearray  # each record's dedup key, back to back
-    records: list[bytes]  # JSON lines
-    event_types: list[str]
-    lag_minutes: list[int | None]  # processing lag, None for imported events
-    quarantined: list[tuple[int, bytes, list[str]]]
-    # For the checks: what ``missing_required`` finds in a written record, by its index in
-    # ``records`` (judged apart from the mapping, see ``check_facts``).
-    problems: list[tuple[int, str]]
 
 
 def usable_cpus() -> int:
@@ -252,6 +144,7 @@ def map_day(
         quarantine_sha256=quarantine_file.sha256(),
         records=facts.records,
         problems=facts.problems,
+        walked_for_empty_values=facts.walked_for_empty_values,
         problem_examples=facts.problem_examples,
         ids_read=facts.ids_read,
         repeated_ids=facts.repeated,
@@ -283,12 +176,12 @@ def _chunks(raw: IO[bytes]) -> Iterator[bytes]:
 
 def _mapped_chunks(
     chunks: Iterator[bytes], spec: MappingSpec, workers: int
-) -> Iterator[tuple[bytes, _ChunkOutcome]]:
+) -> Iterator[tuple[bytes, ChunkOutcome]]:
     """Every chunk with its outcomes, in order: mapped here, or by ``workers`` processes with a
     bounded number of chunks in flight (memory stays flat)."""
     if workers <= 1:
         for chunk in chunks:
-            yield chunk, _map_chunk(chunk, spec)
+            yield chunk, map_chunk(chunk, spec)
         return
     # spawn: forking a process that runs threads (Dagster's) can deadlock the child.
     context = multiprocessing.get_context("spawn")
@@ -296,7 +189,7 @@ def _mapped_chunks(
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=(fields,)
     ) as pool:
-        pending: deque[tuple[bytes, Future[_ChunkOutcome]]] = deque()
+        pending: deque[tuple[bytes, Future[ChunkOutcome]]] = deque()
         try:
             for chunk in chunks:
                 pending.append((chunk, pool.submit(_map_chunk_in_worker, chunk)))
@@ -340,44 +233,14 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _map_chunk_in_worker(chunk: bytes) -> _ChunkOutcome:
+def _map_chunk_in_worker(chunk: bytes) -> ChunkOutcome:
     assert _worker_spec is not None, "the pool's initializer sets the spec"
-    return _map_chunk(chunk, _worker_spec)
-
-
-def _map_chunk(chunk: bytes, spec: MappingSpec) -> _ChunkOutcome:
-    """The outcome of every non-empty line of ``chunk``."""
-    outcome = _ChunkOutcome(0, 0, bytearray(), bytearray(), [], [], [], [], [])
-    index = -1
-    validated_in_full = 0
-    now = judged_now()
-    for index, line in enumerate(filter(None, chunk.split(b"\n"))):
-        mapped = map_line(line, spec)
-        if isinstance(mapped, list):
-            outcome.quarantined.append((index, line, mapped))
-            continue
-        record = mapped.record
-        lag = mapped.processing_lag_seconds
-        validated_in_full += mapped.validated_in_full
-        outcome.event_ids.extend(bytes.fromhex(record["_id"]))
-        outcome.dedup_keys.extend(mapped.dedup_key)
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        missing = missing_required(record, now)
-        if missing:
-            outcome.problems.append((len(outcome.records), missing))
-        outcome.records.append(line)
-        outcome.event_types.append(record["eventType"])
-        outcome.lag_minutes.append(
-            None
-            if lag is None
-            else max(-_LAG_LIMIT_MINUTES, min(_LAG_LIMIT_MINUTES, round(lag / 60)))
-        )
-    return outcome._replace(lines=index + 1, validated_in_full=validated_in_full)
+    return map_chunk(chunk, _worker_spec)
 
 
 def _place(
     chunk: bytes,
-    outcome: _ChunkOutcome,
+    outcome: ChunkOutcome,
     seen: SeenKeys,
     stats: DayMappingStats,
     events: IO[bytes],
@@ -424,21 +287,22 @@ def _place(
                 "keeps one record per _id"
             ],
         )
+    written = outcome.records
     if repeats:
         dropped = set(repeats)
-        kept = [index for index in range(len(outcome.records)) if index not in dropped]
-        records = [outcome.records[index] for index in kept]
+        kept = [index for index in range(len(event_ids)) if index not in dropped]
         facts.add(outcome, kept, [event_ids[index] for index in kept])
+        written = _without(written, outcome.record_ends, repeats)
     else:
-        records = outcome.records
-        facts.add(outcome, list(range(len(records))), event_ids)
+        kept = list(range(len(event_ids)))
+        facts.add(outcome, kept, event_ids)
     del lags[None]
-    stats.records += len(records)
+    stats.records += len(kept)
     stats.event_types.update(+event_types)
     stats.processing_lag_minutes.update(+lags)
     stats.raw_lines += outcome.lines
-    stats.records_validated_in_full += outcome.validated_in_full
-    events.write(b"".join(records))
+    stats.records_validated_in_full += len(outcome.in_full)
+    events.write(written)
     if quarantined:
         lines: list[bytes] = []  # the chunk's lines, split only for an _id collision (rare)
         entries = []
@@ -452,6 +316,17 @@ def _place(
             entries.append(_quarantine_entry(number, line, reasons))
         quarantine.write(b"\n".join(entries) + b"\n")
         facts.quarantine_lines += len(entries)
+
+
+def _without(records: bytes, ends: list[int], dropped: list[int]) -> bytes:
+    """``records`` (lines ending at ``ends``) but the lines ``dropped`` (in order)."""
+    pieces, start = [], 0
+    view = memoryview(records)
+    for index in dropped:
+        pieces.append(view[start : ends[index - 1] if index else 0])
+        start = ends[index]
+    pieces.append(view[start:])
+    return b"".join(pieces)
 
 
 def _pieces(joined: bytearray, size: int) -> list[bytes]:

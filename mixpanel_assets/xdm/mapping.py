@@ -232,7 +232,7 @@ def to_xdm(name: str, properties: dict[str, Any], spec: MappingSpec) -> dict[str
 
 
 def map_event(
-    name: str, properties: dict[str, Any], mapping: CompiledMapping
+    name: str, properties: dict[str, Any], mapping: CompiledMapping, latest: float | None = None
 ) -> tuple[dict[str, Any], float]:
     """``to_xdm`` on a compiled spec, plus the event's true UTC instant in epoch seconds.
 
@@ -244,7 +244,9 @@ def map_event(
     raw_time = _usable_time(properties.get("time"))
     epoch = epoch_seconds(raw_time)
     seconds = epoch if mapping.event_time == "utc" else _utc_seconds(raw_time, mapping)
-    if seconds > time.time() + FUTURE_TOLERANCE_SECONDS:
+    if latest is None:
+        latest = time.time() + FUTURE_TOLERANCE_SECONDS
+    if seconds > latest:
         raise InvalidEvent(
             f"in the future: time {raw_time!r} is {_rfc3339(seconds)}; AEP only accepts past "
             "events (if many events do this, check MIXPANEL_EVENT_TIME and "
