@@ -7,7 +7,8 @@ platform emulator batch, until it is processed), and ``dagster``: the day as a u
 ``dagster asset materialize`` of the three assets with their checks, process start-up included.
 Beside them: ``curl`` reading the same export to /dev/null (the I/O limit of export) right after
 export, and the orjson round trip (parse and serialise each line, read as the mapping reads it,
-on as many processes as the mapping uses: the JSON limit of mapping) right before mapping; after
+on as many processes as the mapping uses: the JSON limit of mapping) and the leanest mapping
+(``lean_mapping``) right before mapping; after
 all runs, the ``mixpanel-utils`` package exporting the same day from the same emulator. The
 emulators run in this process. The chain runs ``--runs`` times (3 by default); the report gives
 each run, the minimum, median and maximum, and checks the targets of issue 20 in every run.
@@ -122,6 +123,16 @@ def _orjson_round_trip(env: dict[str, str], day: str, work: Path) -> Figures:
         ProcessPoolExecutor(workers, mp_context=context) as pool,
     ):
         events = sum(pool.map(_round_trip_block, _blocks(raw), chunksize=1))
+    return {"events": events, "worker_processes": workers}
+
+
+def _lean_mapping(env: dict[str, str], day: str, work: Path) -> Figures:
+    """The leanest mapping of the day (``bench/lean_mapping.py``), on the mapping's cores."""
+    from bench.lean_mapping import lean_mapping
+    from mixpanel_assets.xdm.day_mapping import usable_cpus
+
+    workers = usable_cpus()
+    events = lean_mapping(work / "raw.jsonl.gz", work / "lean.jsonl.gz", workers)
     return {"events": events, "worker_processes": workers}
 
 
@@ -264,7 +275,9 @@ def main() -> int:
         help="comma-separated stages, in order (dagster: the three assets through the CLI)",
     )
     parser.add_argument("--runs", type=int, default=3, help="times the chain runs (default 3)")
-    parser.add_argument("--no-peers", action="store_true", help="skip curl, orjson, mixpanel-utils")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip curl, orjson, lean-mapping, mixpanel-utils"
+    )
     parser.add_argument(
         "--intraday", action="store_true", help="intraday loads of an open day instead"
     )
@@ -309,6 +322,7 @@ def _run(
     for name in stages:
         if name == "mapping" and peers:
             rows["orjson"] = _measure(_orjson_round_trip, env, day, work)
+            rows["lean-mapping"] = _measure(_lean_mapping, env, day, work)
         before = _cpu_seconds()
         rows[name] = _measure(STAGES[name], env, day, work)
         # The local sandbox's own work meanwhile (its threads and validation workers here).
@@ -375,7 +389,21 @@ def _report(runs: list[dict[str, Figures]], events: int) -> str:
         "",
     ]
     lines += [f"- {target}" for target in _targets(runs)]
+    if all("lean-mapping" in rows and "mapping" in rows for rows in runs):
+        lean = [_rate(rows, "lean-mapping") / _rate(rows, "orjson") for rows in runs]
+        ours = [_rate(rows, "mapping") / _rate(rows, "lean-mapping") for rows in runs]
+        lines += [
+            "",
+            "Beside the targets: the leanest mapping (`bench/lean_mapping.py`: the record's shape",
+            "by dict displays, its digests, no conversion, check or set of keys) at",
+            f"{_spread(lean, '{:.0%}')} of the orjson round trip; the mapping at",
+            f"{_spread(ours, '{:.0%}')} of the leanest mapping's rate.",
+        ]
     return "\n".join(lines)
+
+
+def _rate(rows: Figures, name: str) -> float:
+    return rows[name]["events"] / rows[name]["seconds"]
 
 
 def _table(rows: dict[str, Figures]) -> list[str]:
@@ -408,8 +436,7 @@ def _spread(values: list[float], form: str) -> str:
 def _targets(runs: list[dict[str, Figures]]) -> list[str]:
     """Each target, met only when every run meets it."""
 
-    def rate(rows: Figures, name: str) -> float:
-        return rows[name]["events"] / rows[name]["seconds"]
+    rate = _rate
 
     def every(name: str) -> list[Figures]:
         return [rows for rows in runs if name in rows]
