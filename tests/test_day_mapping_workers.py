@@ -146,3 +146,14 @@ def test_facts_number_the_written_records_around_dropped_ones(tmp_path: Path) ->
     assert collector.problem_examples == ["record 2: third"]
     assert collector.repeated_examples == [f"record 3: _id {'a' * 64!r} came before"]
     assert (collector.records, collector.ids_read, collector.repeated) == (4, 4, 1)
+
+
+def test_a_chunks_records_without_the_dropped_ones_keep_the_others_whole() -> None:
+    records = [b'{"n":%d}\n' % number for number in range(6)]
+    outcome = ChunkOutcome(
+        6, bytearray(), bytearray(), b"".join(records), list(accumulate(map(len, records))),
+        [], [], [], [], [],
+    )  # fmt: skip
+    assert outcome.record(0) == records[0] and outcome.record(5) == records[5]
+    assert outcome.records_without([]) == b"".join(records)
+    assert outcome.records_without([0, 2, 3, 5]) == records[1] + records[4]

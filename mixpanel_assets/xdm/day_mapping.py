@@ -292,7 +292,7 @@ def _place(
         dropped = set(repeats)
         kept = [index for index in range(len(event_ids)) if index not in dropped]
         facts.add(outcome, kept, [event_ids[index] for index in kept])
-        written = _without(written, outcome.record_ends, repeats)
+        written = outcome.records_without(repeats)
     else:
         kept = list(range(len(event_ids)))
         facts.add(outcome, kept, event_ids)
@@ -316,17 +316,6 @@ def _place(
             entries.append(_quarantine_entry(number, line, reasons))
         quarantine.write(b"\n".join(entries) + b"\n")
         facts.quarantine_lines += len(entries)
-
-
-def _without(records: bytes, ends: list[int], dropped: list[int]) -> bytes:
-    """``records`` (lines ending at ``ends``) but the lines ``dropped`` (in order)."""
-    pieces, start = [], 0
-    view = memoryview(records)
-    for index in dropped:
-        pieces.append(view[start : ends[index - 1] if index else 0])
-        start = ends[index]
-    pieces.append(view[start:])
-    return b"".join(pieces)
 
 
 def _pieces(joined: bytearray, size: int) -> list[bytes]:

@@ -129,7 +129,20 @@ class ChunkOutcome(NamedTuple):
 
     def record(self, index: int) -> bytes:
         """The JSON line of record ``index``."""
-        return self.records[self.record_ends[index - 1] if index else 0 : self.record_ends[index]]
+        return self.records[self._start(index) : self.record_ends[index]]
+
+    def records_without(self, dropped: list[int]) -> bytes:
+        """The JSON lines but those of the records ``dropped`` (indices in ascending order)."""
+        pieces, start = [], 0
+        view = memoryview(self.records)
+        for index in dropped:
+            pieces.append(view[start : self._start(index)])
+            start = self.record_ends[index]
+        pieces.append(view[start:])
+        return b"".join(pieces)
+
+    def _start(self, index: int) -> int:
+        return self.record_ends[index - 1] if index else 0
 
 
 def map_chunk(chunk: bytes, spec: MappingSpec) -> ChunkOutcome:
@@ -158,7 +171,7 @@ def map_chunk(chunk: bytes, spec: MappingSpec) -> ChunkOutcome:
             outcome.in_full.append(len(records))
         add_id(bytes.fromhex(record["_id"]))
         add_key(key)
-        missing = missing_required(record, now, scan_empty=in_full is True)
+        missing = missing_required(record, now, scan_empty=bool(in_full))
         if missing:
             outcome.problems.append((len(records), missing))
         records.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
