@@ -1,7 +1,8 @@
 """What the XDM checks judge a day by, gathered once while the mapping writes it.
 
 Nothing here is the mapping's logic: each written record is judged by AEP's required-field
-rules, the written ``_id``s go into a set of their own (``seen_keys``) and the files' SHA-256 is
+rules (walked for empty values when validated in full), the written ``_id``s go into a set of
+their own (``seen_keys``) and the files' SHA-256 is
 taken from the bytes written. The checks trust these facts only for the files they were taken
 from (``events_sha256``, ``quarantine_sha256`` in the manifest); any other file is read and
 judged again. Design notes: docs/design-notes.md, `xdm/line_mapping.py`.

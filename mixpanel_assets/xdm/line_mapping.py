@@ -1,4 +1,7 @@
-"""One export line, or a chunk of lines, -> XDM records: what a mapping worker runs."""
+"""One export line, or a chunk of lines, -> XDM records: what a mapping worker runs.
+
+Design notes: docs/design-notes.md, `xdm/line_mapping.py`.
+"""
 
 from __future__ import annotations
 
